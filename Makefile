@@ -1,0 +1,32 @@
+# gopulse — see README.md. Go 1.26 builds everything; the committed BPF
+# objects (*_bpfel.o) mean clang is needed only for `make generate`.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/gopulse/gopulse/daemon/tracer.Version=$(VERSION)
+
+.PHONY: all build generate test bench vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/gopulsed ./daemon/gopulsed
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/gopulse ./tools/gopulse
+
+# Regenerates bpf/vmlinux.h from this kernel's BTF only when asked
+# (VMLINUX=1): the committed header is what CO-RE builds against.
+generate:
+	@if [ "$(VMLINUX)" = 1 ]; then bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h; fi
+	$(GO) generate ./probes/... ./daemon/...
+
+# The whole suite: real BPF programs against real Go processes. Needs root
+# (CAP_BPF, CAP_PERFMON); with CI=true a test that lacks them fails
+# instead of skipping.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+bench:
+	$(GO) run ./tools/bench
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/* Shared by every gopulse BPF program. */
+#ifndef GOPULSE_H
+#define GOPULSE_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+/* Go's register ABI (ABIInternal, amd64, Go >= 1.17): integer arguments and
+ * results in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11. */
+#define GO_ARG1(ctx) ((ctx)->ax)
+#define GO_ARG2(ctx) ((ctx)->bx)
+#define GO_ARG3(ctx) ((ctx)->cx)
+#define GO_ARG4(ctx) ((ctx)->di)
+#define GO_ARG5(ctx) ((ctx)->si)
+#define GO_ARG6(ctx) ((ctx)->r8)
+#define GO_RET1(ctx) ((ctx)->ax)
+
+static __always_inline __u32 current_tgid(void)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+static __always_inline __u32 current_tid(void)
+{
+	return (__u32)bpf_get_current_pid_tgid();
+}
+
+/* A per-CPU counter of events the ring buffer had no room for: overload
+ * drops and counts, it never blocks the traced program. */
+#define DEFINE_LOST_COUNTER(name)                     \
+	struct {                                      \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__uint(max_entries, 1);               \
+		__type(key, __u32);                   \
+		__type(value, __u64);                 \
+	} name SEC(".maps")
+
+static __always_inline void count_lost(void *map)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(map, &zero);
+	if (n)
+		(*n)++;
+}
+
+#endif

@@ -1,0 +1,291 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+)
+
+// Source is what the server serves; the daemon's aggregator implements it.
+// Its methods are called concurrently from request goroutines.
+type Source interface {
+	// Processes lists the traced Go processes, sorted by PID.
+	Processes() []Process
+	// GCHistory returns the process and its last GC cycles, oldest first;
+	// last <= 0 means all the cycles kept. An unknown pid gives an error
+	// wrapping ErrNoProcess.
+	GCHistory(pid int, last int) (GCHistory, error)
+	Status() Status
+}
+
+// ErrNoProcess is wrapped by Source.GCHistory for a pid it does not trace,
+// and by Client.GCHistory when the daemon answers so.
+var ErrNoProcess = errors.New("no such traced process")
+
+// Limits of the API.
+const (
+	// MaxLast caps the number of GC cycles one /v1/gc request returns.
+	MaxLast = 10000
+	// MaxPID is Linux's PID_MAX_LIMIT: no pid is as large.
+	MaxPID = 1 << 22
+)
+
+// Route paths.
+const (
+	PathPS     = "/v1/ps"
+	PathGC     = "/v1/gc/" // followed by the pid
+	PathStatus = "/v1/status"
+)
+
+// Server serves a Source as JSON over HTTP/1.1 on a Unix socket.
+type Server struct {
+	src     Source
+	log     *slog.Logger
+	handler http.Handler
+
+	// Timeouts, settable by tests.
+	readHeaderTimeout time.Duration
+	readTimeout       time.Duration
+	writeTimeout      time.Duration
+	idleTimeout       time.Duration
+	shutdownTimeout   time.Duration
+	maxHeaderBytes    int
+}
+
+// NewServer returns a server for src that logs to log (nil: discard).
+func NewServer(src Source, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		src:               src,
+		log:               log,
+		readHeaderTimeout: 5 * time.Second,
+		readTimeout:       10 * time.Second,
+		writeTimeout:      30 * time.Second,
+		idleTimeout:       60 * time.Second,
+		shutdownTimeout:   3 * time.Second,
+		maxHeaderBytes:    8 << 10,
+	}
+	mux := http.NewServeMux()
+	route := func(path string, h http.HandlerFunc) {
+		mux.Handle("GET "+path, h) // GET also matches HEAD
+		// Same path, any other method: more general than "GET path",
+		// more specific than "/".
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed,
+				fmt.Sprintf("method %s not allowed on %s: use GET", r.Method, r.URL.Path))
+		})
+	}
+	route(PathPS, s.handlePS)
+	route(PathGC+"{pid}", s.handleGC)
+	route(PathStatus, s.handleStatus)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound,
+			fmt.Sprintf("unknown route %s %s: the API has GET %s, GET %sPID?last=N and GET %s",
+				r.Method, r.URL.Path, PathPS, PathGC, PathStatus))
+	})
+	s.handler = s.middleware(mux)
+	return s
+}
+
+// Handler returns the server's HTTP handler (routes, recovery, logging).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve answers requests on ln until ctx is cancelled, then shuts down
+// gracefully (waiting a few seconds at most for requests in flight) and
+// returns nil. It closes ln in all cases; for a Unix listener from Listen
+// that removes the socket file. A failure of the listener before ctx is
+// cancelled is returned.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.readHeaderTimeout,
+		ReadTimeout:       s.readTimeout,
+		WriteTimeout:      s.writeTimeout,
+		IdleTimeout:       s.idleTimeout,
+		MaxHeaderBytes:    s.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ConnContext:       withPeer,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		// Serve has closed ln.
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("api server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.Warn("api server: graceful shutdown timed out, closing connections",
+			"timeout", s.shutdownTimeout, "err", err)
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// statusWriter records what a handler answered, for logging and to know
+// whether a 500 can still be sent after a panic.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// middleware logs each request at debug level and turns a panic in a
+// handler into a logged 500 instead of a dropped connection.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				attrs := []any{
+					"method", r.Method, "path", r.URL.Path,
+					"panic", fmt.Sprint(v), "stack", string(debug.Stack()),
+				}
+				attrs = append(attrs, peerAttrs(r.Context())...)
+				s.log.Error("api: handler panicked", attrs...)
+				if sw.status == 0 {
+					writeError(sw, http.StatusInternalServerError,
+						"internal error in gopulsed (logged by the daemon)")
+				}
+			}
+			if s.log.Enabled(r.Context(), slog.LevelDebug) {
+				attrs := []any{
+					"method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery,
+					"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start),
+				}
+				attrs = append(attrs, peerAttrs(r.Context())...)
+				s.log.Debug("api request", attrs...)
+			}
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
+	ps := s.src.Processes()
+	if ps == nil {
+		ps = []Process{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.src.Status())
+}
+
+func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) {
+	raw := r.PathValue("pid")
+	pid, err := strconv.Atoi(raw)
+	if err != nil || pid <= 0 || pid >= MaxPID {
+		writeError(w, http.StatusBadRequest,
+			fmt.Sprintf("bad pid %q: expected a process ID, a decimal integer from 1 to %d", raw, MaxPID-1))
+		return
+	}
+	last, err := parseLast(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	h, err := s.src.GCHistory(pid, last)
+	if errors.Is(err, ErrNoProcess) {
+		writeError(w, http.StatusNotFound,
+			fmt.Sprintf("pid %d: %v (gopulse ps lists the traced Go processes)", pid, ErrNoProcess))
+		return
+	}
+	if err != nil {
+		s.log.Error("api: GC history", "pid", pid, "last", last, "err", err)
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("pid %d: GC history: %v", pid, err))
+		return
+	}
+	// Defend the contract against a Source that returns more than asked.
+	if len(h.Cycles) > last {
+		h.Cycles = h.Cycles[len(h.Cycles)-last:]
+	}
+	if h.Cycles == nil {
+		h.Cycles = []GCCycle{}
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+// parseLast reads ?last=N: absent or 0 means all kept, anything above
+// MaxLast is capped. The result is in 1..MaxLast.
+func parseLast(r *http.Request) (int, error) {
+	q := r.URL.Query()
+	vals, ok := q["last"]
+	if !ok {
+		return MaxLast, nil
+	}
+	if len(vals) != 1 {
+		return 0, fmt.Errorf("bad last: given %d times, expected once", len(vals))
+	}
+	n, err := strconv.Atoi(vals[0])
+	if err != nil || n < 0 {
+		if ne := (*strconv.NumError)(nil); errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange) && vals[0][0] != '-' {
+			return MaxLast, nil // absurdly large: cap it
+		}
+		return 0, fmt.Errorf("bad last %q: expected the number of most recent cycles, a non-negative integer (0 = all kept, at most %d)", vals[0], MaxLast)
+	}
+	if n == 0 || n > MaxLast {
+		return MaxLast, nil
+	}
+	return n, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		// Only non-finite floats can get here; report, don't send junk.
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(Error{Error: "encoding answer: " + err.Error()})
+	}
+	b = append(b, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write(b)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, Error{Error: msg})
+}

@@ -1,0 +1,152 @@
+// Package discovery finds processes: those running when the daemon starts
+// (a /proc scan) and those that exec or exit later (kernel tracepoints,
+// bpf/discovery.bpf.c). Deciding whether a process runs Go is the
+// tracer's job; this package only reports.
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/gopulse/gopulse/probes"
+)
+
+// Kind of a process event.
+type Kind uint8
+
+const (
+	Exec Kind = 1
+	Exit Kind = 2
+)
+
+// Event is one exec or exit.
+type Event struct {
+	PID  int
+	Kind Kind
+	// At is when it happened, on the CLOCK_MONOTONIC clock.
+	At time.Duration
+	// Exec only: the executable as execve named it, and its identity
+	// (st_dev, st_ino as stat(2) reports them).
+	Filename string
+	Dev, Ino uint64
+}
+
+// Discovery owns the exec/exit programs and their ring buffer.
+type Discovery struct {
+	objs discObjects
+	rd   *ringbuf.Reader
+}
+
+// New loads the programs; they run once the attacher attaches Spec.
+func New() (*Discovery, error) {
+	d := &Discovery{}
+	if err := loadDiscObjects(&d.objs, nil); err != nil {
+		return nil, fmt.Errorf("load discovery programs: %w", err)
+	}
+	rd, err := ringbuf.NewReader(d.objs.ProcEvents)
+	if err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("discovery ring buffer: %w", err)
+	}
+	d.rd = rd
+	return d, nil
+}
+
+// Spec declares the tracepoints.
+func (d *Discovery) Spec() probes.Spec {
+	return probes.Spec{
+		Family: "discovery",
+		Tracepoints: []probes.Tracepoint{
+			{Name: "sched_process_exec", Program: d.objs.ProcExec},
+			{Name: "sched_process_exit", Program: d.objs.ProcExit},
+		},
+	}
+}
+
+// Programs returns the programs, for run statistics.
+func (d *Discovery) Programs() []*ebpf.Program {
+	return []*ebpf.Program{d.objs.ProcExec, d.objs.ProcExit}
+}
+
+// Read delivers events to fn until closed or ctx is done.
+func (d *Discovery) Read(ctx context.Context, fn func(Event)) error {
+	stop := context.AfterFunc(ctx, func() { d.rd.Close() })
+	defer stop()
+	var rec ringbuf.Record
+	var raw discDiscEvent
+	for {
+		if err := d.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read process events: %w", err)
+		}
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+			return fmt.Errorf("decode process event: %w", err)
+		}
+		ev := Event{PID: int(raw.Pid), Kind: Kind(raw.Kind), At: time.Duration(raw.Ts)}
+		if ev.Kind == Exec {
+			// The kernel's dev_t is MAJOR<<20|MINOR; stat(2) encodes it
+			// differently.
+			ev.Dev = unix.Mkdev(raw.Dev>>20, raw.Dev&(1<<20-1))
+			ev.Ino = raw.Ino
+			ev.Filename = cString(raw.Filename[:])
+		}
+		fn(ev)
+	}
+}
+
+// Lost is the number of events the ring buffer had no room for.
+func (d *Discovery) Lost() (uint64, error) { return probes.SumPerCPU(d.objs.ProcLost) }
+
+// Close stops the reader and unloads the programs.
+func (d *Discovery) Close() error {
+	d.rd.Close()
+	return d.objs.Close()
+}
+
+// Scan lists the PIDs (thread-group leaders) under procRoot.
+func Scan(procRoot string) ([]int, error) {
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("scan %s: %w", procRoot, err)
+	}
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	sort.Ints(pids)
+	return pids, nil
+}
+
+// Monotonic is the CLOCK_MONOTONIC clock, the clock of Event.At, of
+// bpf_ktime_get_ns and of the Go runtime's nanotime.
+func Monotonic() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+func cString(b []int8) string {
+	buf := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		buf = append(buf, byte(c))
+	}
+	return string(buf)
+}

@@ -1,0 +1,453 @@
+// Package tracer ties the parts of the daemon together: discovery events
+// decide which binaries get probes, probe events feed the aggregator, and
+// exited processes are forgotten after the grace period.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/procfs"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gopulse/gopulse/daemon/aggregate"
+	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/daemon/discovery"
+	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/gc"
+	"github.com/gopulse/gopulse/probes/goinspect"
+)
+
+// Families lists the probe families by name; "default" and "all" expand
+// to subsets of it.
+var (
+	allFamilies     = []string{gc.Name}
+	defaultFamilies = []string{gc.Name}
+)
+
+// ParseFamilies turns a --probes value into family names.
+func ParseFamilies(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		switch {
+		case f == "default":
+			out = append(out, defaultFamilies...)
+		case f == "all":
+			out = append(out, allFamilies...)
+		case slices.Contains(allFamilies, f):
+			out = append(out, f)
+		default:
+			return nil, fmt.Errorf("unknown probe family %q (want default, all, or a comma list of %s)", f, strings.Join(allFamilies, ", "))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Config of the tracer.
+type Config struct {
+	ProcRoot    string // normally /proc
+	Families    []string
+	MaxBinaries int           // binaries probed at once
+	SweepEvery  time.Duration // how often exited processes are checked
+}
+
+// Version is set by the daemon's main (from the build).
+var Version = "dev"
+
+const maxNotGo = 8192
+
+type fileKey struct {
+	id    goinspect.FileID
+	size  int64
+	mtime int64
+}
+
+type binInfo struct {
+	goVersion             string
+	pie, static, stripped bool
+	pids                  map[int]struct{}
+}
+
+// Tracer runs discovery and the probe families.
+type Tracer struct {
+	log *slog.Logger
+	cfg Config
+	agg *aggregate.Aggregator
+
+	disc *discovery.Discovery
+	gc   *gc.Family // nil when not enabled
+	att  *probes.Attacher
+
+	started  time.Time
+	gcEvents atomic.Uint64
+
+	mu        sync.Mutex
+	notGo     map[fileKey]struct{}
+	bins      map[goinspect.FileID]*binInfo
+	pidBin    map[int]goinspect.FileID
+	latencies []float64 // last attach latencies, seconds
+}
+
+// New loads the enabled families and attaches their tracepoints.
+func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, error) {
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
+	}
+	if cfg.MaxBinaries <= 0 {
+		cfg.MaxBinaries = 1024
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = 5 * time.Second
+	}
+	t := &Tracer{
+		log: log, cfg: cfg, agg: agg, started: time.Now(),
+		notGo: map[fileKey]struct{}{}, bins: map[goinspect.FileID]*binInfo{}, pidBin: map[int]goinspect.FileID{},
+	}
+	var err error
+	if t.disc, err = discovery.New(); err != nil {
+		return nil, err
+	}
+	specs := []probes.Spec{t.disc.Spec()}
+	if slices.Contains(cfg.Families, gc.Name) {
+		if t.gc, err = gc.New(); err != nil {
+			t.Close()
+			return nil, err
+		}
+		specs = append(specs, t.gc.Spec())
+	}
+	if t.att, err = probes.NewAttacher(log, specs...); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Close detaches and unloads everything.
+func (t *Tracer) Close() {
+	if t.att != nil {
+		t.att.Close()
+	}
+	if t.gc != nil {
+		t.gc.Close()
+	}
+	if t.disc != nil {
+		t.disc.Close()
+	}
+}
+
+// Run traces until ctx is done. ready is called once the processes that
+// were running at start are attached.
+func (t *Tracer) Run(ctx context.Context, ready func()) error {
+	g, ctx := errgroup.WithContext(ctx)
+	// Exec events queue in the ring buffer while the scan runs, so nothing
+	// started during the scan is missed.
+	execs := make(chan discovery.Event, 4096)
+	g.Go(func() error {
+		return t.disc.Read(ctx, func(ev discovery.Event) {
+			if ev.Kind == discovery.Exit {
+				t.exited(ev.PID)
+				return
+			}
+			select {
+			case execs <- ev:
+			default:
+				t.log.Warn("exec queue full, process discovered by the next scan only", "pid", ev.PID)
+			}
+		})
+	})
+	if t.gc != nil {
+		g.Go(func() error {
+			return t.gc.Read(ctx, func(ev *gc.Event) {
+				t.gcEvents.Add(1)
+				t.agg.GC(ev)
+			})
+		})
+	}
+	g.Go(func() error {
+		t.scan()
+		if ready != nil {
+			ready()
+		}
+		tick := time.NewTicker(t.cfg.SweepEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case ev := <-execs:
+				t.exec(ev)
+			case <-tick.C:
+				t.sweep()
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func (t *Tracer) scan() {
+	pids, err := discovery.Scan(t.cfg.ProcRoot)
+	if err != nil {
+		t.log.Error("scan processes", "err", err)
+		return
+	}
+	for _, pid := range pids {
+		t.track(pid, nil)
+	}
+	t.log.Info("initial scan done", "processes", len(pids), "traced", t.agg.Len())
+}
+
+func (t *Tracer) exec(ev discovery.Event) {
+	if !t.track(ev.PID, &ev) {
+		// A traced PID that exec'd a program we do not trace is gone for
+		// us; a no-op for the usual untraced process.
+		t.forget(ev.PID)
+	}
+}
+
+func (t *Tracer) exited(pid int) {
+	t.agg.Exited(pid)
+}
+
+// track starts tracing pid if it runs Go, and reports whether it does. exec
+// is its exec event, nil for processes found by the scan.
+func (t *Tracer) track(pid int, exec *discovery.Event) bool {
+	exeLink := filepath.Join(t.cfg.ProcRoot, strconv.Itoa(pid), "exe")
+	fi, err := os.Stat(exeLink)
+	gone := false
+	if err != nil {
+		// Kernel thread, or a process that already exited. For the
+		// latter, probe its binary by name for the next runs, if the name
+		// still leads to the very inode it ran.
+		if exec == nil || !filepath.IsAbs(exec.Filename) {
+			return false
+		}
+		if fi, err = os.Stat(exec.Filename); err != nil {
+			return false
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Dev != exec.Dev || st.Ino != exec.Ino {
+			return false
+		}
+		exeLink, gone = exec.Filename, true
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	key := fileKey{id: goinspect.FileID{Dev: st.Dev, Ino: st.Ino}, size: st.Size, mtime: st.Mtim.Nano()}
+
+	t.mu.Lock()
+	_, skip := t.notGo[key]
+	info, known := t.bins[key.id]
+	nbins := len(t.bins)
+	t.mu.Unlock()
+	if skip {
+		return false
+	}
+	exe := exeLink
+	if !gone {
+		exe, _ = os.Readlink(exeLink)
+	}
+	log := t.log.With("pid", pid, "exe", exe)
+
+	if !known {
+		if nbins >= t.cfg.MaxBinaries {
+			log.Warn("binary not traced: --max-binaries reached", "max", t.cfg.MaxBinaries)
+			return false
+		}
+		b, err := goinspect.Open(exeLink)
+		if err != nil {
+			if !errors.Is(err, goinspect.ErrNotGo) && !errors.Is(err, goinspect.ErrNotELF) {
+				if _, statErr := os.Stat(exeLink); statErr != nil {
+					return false // exited before we could open it: nothing to trace
+				}
+				log.Warn("cannot inspect binary", "err", err)
+			}
+			t.skip(key)
+			return false
+		}
+		// From here on the open file, not the process, keeps the binary
+		// reachable: a short-lived process still gets its binary probed
+		// for the next ones.
+		bin, err := t.att.Attach(b, exe)
+		info = &binInfo{goVersion: b.GoVersion, pie: b.PIE, static: b.Static, stripped: b.Stripped, pids: map[int]struct{}{}}
+		b.Close()
+		if err != nil {
+			log.Warn("binary not traced", "go", info.goVersion, "err", err)
+			t.skip(key)
+			return false
+		}
+		attrs := []any{"go", info.goVersion, "probes", bin.Probes}
+		if exec != nil {
+			lat := discovery.Monotonic() - exec.At
+			attrs = append(attrs, "latency_ms", float64(lat.Microseconds())/1000)
+			t.mu.Lock()
+			t.latencies = append(t.latencies, lat.Seconds())
+			if len(t.latencies) > 32 {
+				t.latencies = t.latencies[1:]
+			}
+			t.mu.Unlock()
+		}
+		log.Info("binary attached", attrs...)
+		t.mu.Lock()
+		if prev, ok := t.bins[key.id]; ok {
+			info = prev
+		} else {
+			t.bins[key.id] = info
+		}
+		t.mu.Unlock()
+	}
+	if gone {
+		t.agg.Exited(pid) // if its GC events made it known
+		return true
+	}
+
+	var start time.Time
+	if p, err := procfs.NewProc(pid); err == nil {
+		if s, err := p.Stat(); err == nil {
+			if secs, err := s.StartTime(); err == nil {
+				start = time.Unix(0, int64(secs*1e9))
+			}
+		}
+	}
+	if !t.agg.Register(aggregate.Meta{
+		PID: pid, Exe: exe, GoVersion: info.goVersion,
+		PIE: info.pie, Static: info.static, Stripped: info.stripped, StartTime: start,
+	}) {
+		log.Warn("process not traced: --max-pids reached")
+		return false
+	}
+	t.bind(pid, key.id, info)
+	return true
+}
+
+// bind records that pid runs binary id, releasing the binary it ran
+// before an exec.
+func (t *Tracer) bind(pid int, id goinspect.FileID, info *binInfo) {
+	t.mu.Lock()
+	prev, had := t.pidBin[pid]
+	t.mu.Unlock()
+	if had && prev != id {
+		t.unbind(pid)
+	}
+	t.mu.Lock()
+	info.pids[pid] = struct{}{}
+	t.pidBin[pid] = id
+	t.mu.Unlock()
+}
+
+func (t *Tracer) skip(key fileKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.notGo) >= maxNotGo {
+		clear(t.notGo) // bounded; a few re-inspections are cheap
+	}
+	t.notGo[key] = struct{}{}
+}
+
+// forget drops a process now: aggregator, kernel-side state, and the
+// binary's probes once no process of it is left.
+func (t *Tracer) forget(pid int) {
+	t.agg.Remove(pid)
+	t.release(pid)
+}
+
+func (t *Tracer) release(pid int) {
+	if t.gc != nil {
+		t.gc.Forget(uint32(pid))
+	}
+	t.unbind(pid)
+}
+
+// unbind drops pid from its binary, detaching the binary's probes when no
+// process of it is left.
+func (t *Tracer) unbind(pid int) {
+	t.mu.Lock()
+	id, ok := t.pidBin[pid]
+	delete(t.pidBin, pid)
+	var detach bool
+	if info := t.bins[id]; ok && info != nil {
+		delete(info.pids, pid)
+		if len(info.pids) == 0 {
+			delete(t.bins, id)
+			detach = true
+		}
+	}
+	t.mu.Unlock()
+	if detach {
+		t.att.Detach(id)
+		t.log.Info("binary detached: no process left", "dev", id.Dev, "ino", id.Ino)
+	}
+}
+
+// sweep forgets processes past the grace period and catches exits whose
+// event was lost.
+func (t *Tracer) sweep() {
+	for _, pid := range t.agg.Running() {
+		if _, err := os.Stat(filepath.Join(t.cfg.ProcRoot, strconv.Itoa(pid))); errors.Is(err, os.ErrNotExist) {
+			t.agg.Exited(pid)
+		}
+	}
+	for _, pid := range t.agg.Sweep() {
+		t.release(pid)
+	}
+}
+
+// Processes implements api.Source.
+func (t *Tracer) Processes() []api.Process { return t.agg.Processes() }
+
+// GCHistory implements api.Source.
+func (t *Tracer) GCHistory(pid, last int) (api.GCHistory, error) { return t.agg.GCHistory(pid, last) }
+
+// Status implements api.Source.
+func (t *Tracer) Status() api.Status {
+	s := api.Status{
+		Version: Version, Started: t.started, Probes: t.cfg.Families,
+		Processes: t.agg.Len(), ProcessesDropped: t.agg.Dropped(),
+	}
+	t.mu.Lock()
+	s.AttachLatencySeconds = slices.Clone(t.latencies)
+	counts := map[goinspect.FileID]int{}
+	for id, info := range t.bins {
+		counts[id] = len(info.pids)
+	}
+	t.mu.Unlock()
+	for _, b := range t.att.Binaries() {
+		bs := api.BinaryStatus{Path: b.Path, GoVersion: b.GoVersion, Processes: counts[b.ID], Probes: b.Probes}
+		for fam, e := range b.Errors {
+			bs.Errors = append(bs.Errors, fam+": "+e)
+		}
+		s.Binaries = append(s.Binaries, bs)
+	}
+	disc := api.FamilyStatus{Name: "discovery", Hits: hits(t.disc.Programs())}
+	disc.LostEvents, _ = t.disc.Lost()
+	s.Families = append(s.Families, disc)
+	if t.gc != nil {
+		f := api.FamilyStatus{Name: gc.Name, Events: t.gcEvents.Load(), Hits: hits(t.gc.Programs())}
+		f.LostEvents, _ = t.gc.Lost()
+		s.Families = append(s.Families, f)
+	}
+	return s
+}
+
+// hits sums the programs' run counts (kept by the kernel only while
+// kernel.bpf_stats_enabled=1).
+func hits(progs []*ebpf.Program) uint64 {
+	var n uint64
+	for _, p := range progs {
+		if st, err := p.Stats(); err == nil {
+			n += st.RunCount
+		}
+	}
+	return n
+}

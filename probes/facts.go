@@ -1,0 +1,84 @@
+// Package probes holds what every probe family shares: the per-Go-version
+// facts about the runtime (argument registers, struct offsets) and the one
+// attacher that turns a family's declarative Spec into uprobes and
+// tracepoints.
+package probes
+
+import (
+	"fmt"
+
+	"github.com/gopulse/gopulse/probes/goinspect"
+)
+
+// Facts are the runtime internals that change between Go versions. Every
+// row with Verified set is checked by TestFactsTable against DWARF of a
+// real binary built with that toolchain; the others come from reading the
+// runtime source of that release and are refined from DWARF at run time
+// when the binary has it.
+type Facts struct {
+	Minor    int  // first Go 1.x release the row applies to
+	Verified bool // a test checks this row against a binary of that version
+	// WorldStopABI: startTheWorldWithSema(now int64, w worldStop) int64, so
+	// its entry has w.reason in RBX and w.startedStopping in RCX (Go 1.22+).
+	// Before, it took no worldStop and the runtime timed pauses from
+	// work.pauseStart, which equals the markStartTime/now arguments of
+	// (*gcControllerState).startCycle/endCycle.
+	WorldStopABI bool
+	// Offsets in runtime.gcControllerState; 0 when unknown.
+	HeapLiveOffset   uint16
+	AssistTimeOffset uint16
+}
+
+// factsTable is ordered by Minor. Go 1.19 is the oldest release with the
+// register ABI on every function gopulse probes and with the pacer
+// functions it reads (startCycle/endCycle with these arguments).
+var factsTable = []Facts{
+	{Minor: 19, Verified: true, HeapLiveOffset: 136, AssistTimeOffset: 224},
+	{Minor: 20},
+	{Minor: 22, WorldStopABI: true},
+	{Minor: 26, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192},
+	{Minor: 27, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192},
+}
+
+// FactsTable returns a copy of the table, for tests and documentation.
+func FactsTable() []Facts { return append([]Facts(nil), factsTable...) }
+
+// MinGoMinor is the oldest Go 1.x release gopulse traces.
+const MinGoMinor = 19
+
+// FactsFor returns the facts for a binary: its version's row, with struct
+// offsets read from DWARF when the row does not know them (or the release
+// is newer than any row) and the binary is not stripped.
+func FactsFor(b *goinspect.Binary) (Facts, error) {
+	f, err := factsForVersion(b.Version)
+	if err != nil {
+		return Facts{}, fmt.Errorf("%s: %w", b.Path, err)
+	}
+	newest := factsTable[len(factsTable)-1]
+	if !f.Verified || b.Version.Minor > newest.Minor {
+		f.HeapLiveOffset = dwarfOffset(b, "heapLive")
+		f.AssistTimeOffset = dwarfOffset(b, "assistTime")
+	}
+	return f, nil
+}
+
+func factsForVersion(v goinspect.Version) (Facts, error) {
+	if v.Major != 1 || v.Minor < MinGoMinor {
+		return Facts{}, fmt.Errorf("go%d.%d is older than go1.%d, the oldest release gopulse traces", v.Major, v.Minor, MinGoMinor)
+	}
+	f := factsTable[0]
+	for _, row := range factsTable {
+		if row.Minor <= v.Minor {
+			f = row
+		}
+	}
+	return f, nil
+}
+
+func dwarfOffset(b *goinspect.Binary, field string) uint16 {
+	off, err := b.DWARFFieldOffset("runtime.gcControllerState", field)
+	if err != nil || off <= 0 || off > 0xffff {
+		return 0
+	}
+	return uint16(off)
+}

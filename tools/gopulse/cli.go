@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/gopulse/gopulse/daemon/api"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // runtime error: daemon unreachable, unknown pid...
+	exitUsage = 2 // bad command line
+)
+
+const defaultLast = 20
+
+const globalUsage = `Usage: gopulse [--socket PATH] <command> [flags]
+
+gopulse queries gopulsed, the daemon that traces the Go runtime (GC cycles,
+pauses...) of every Go process on this host.
+
+Commands:
+  ps            list the traced Go processes
+  gc PID        show the last GC cycles of a process, gctrace style
+  status        show the daemon's health: probes, binaries, lost events
+  help [CMD]    show this help, or a command's
+
+Global flags (also accepted after the command):
+  --socket PATH   gopulsed's socket (default $GOPULSE_SOCKET, else ` + api.DefaultSocketPath + `)
+
+Every command takes -o table|json (default table). JSON output is the API's
+types, for scripts.
+
+Exit status: 0 ok, 1 error, 2 bad usage.
+`
+
+// options are the flags of a command.
+type options struct {
+	socket string
+	output string
+	last   int
+}
+
+type command struct {
+	name    string
+	args    string // positional arguments, for the usage line
+	summary string
+	nargs   int
+	extra   func(fs *flag.FlagSet, o *options) // command-specific flags
+	exec    func(ctx context.Context, c *api.Client, o *options, args []string, stdout io.Writer) error
+}
+
+var commands = []*command{
+	{
+		name:    "ps",
+		summary: "List the traced Go processes: GC cycles, forced cycles, pauses, rate, state.",
+		exec:    execPS,
+	},
+	{
+		name:    "gc",
+		args:    "PID",
+		summary: "Show the last GC cycles of process PID, oldest first, one gctrace-like line each.",
+		nargs:   1,
+		extra: func(fs *flag.FlagSet, o *options) {
+			fs.IntVar(&o.last, "last", defaultLast, "show the last `N` cycles (0: all the daemon kept)")
+		},
+		exec: execGC,
+	},
+	{
+		name:    "status",
+		summary: "Show gopulsed's health: version, uptime, probe families, binaries, lost events, attach latency.",
+		exec:    execStatus,
+	},
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct {
+	cmd string // the command whose usage applies, "" for global
+	msg string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+// run is the whole CLI; main only wires it to the process.
+func run(args []string, stdout, stderr io.Writer) int {
+	socket := os.Getenv(api.SocketEnv)
+	if socket == "" {
+		socket = api.DefaultSocketPath
+	}
+
+	gfs := flag.NewFlagSet("gopulse", flag.ContinueOnError)
+	gfs.SetOutput(io.Discard)
+	gfs.StringVar(&socket, "socket", socket, "")
+	if err := gfs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, globalUsage)
+			return exitOK
+		}
+		return reportUsage(stderr, &usageError{msg: err.Error()})
+	}
+	rest := gfs.Args()
+	if len(rest) == 0 {
+		return reportUsage(stderr, &usageError{msg: "missing command"})
+	}
+	name, rest := rest[0], rest[1:]
+
+	if name == "help" {
+		switch {
+		case len(rest) == 0:
+			fmt.Fprint(stdout, globalUsage)
+			return exitOK
+		case len(rest) == 1 && lookup(rest[0]) != nil:
+			printCommandUsage(stdout, lookup(rest[0]))
+			return exitOK
+		case len(rest) == 1:
+			return reportUsage(stderr, &usageError{msg: fmt.Sprintf("help: unknown command %q", rest[0])})
+		default:
+			return reportUsage(stderr, &usageError{msg: "help takes at most one command"})
+		}
+	}
+
+	cmd := lookup(name)
+	if cmd == nil {
+		return reportUsage(stderr, &usageError{msg: fmt.Sprintf("unknown command %q", name)})
+	}
+	o := &options{socket: socket}
+	fs := newFlagSet(cmd, o)
+	pos, err := parseInterspersed(fs, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandUsage(stdout, cmd)
+		return exitOK
+	}
+	if err != nil && strings.HasPrefix(err.Error(), "flag provided but not defined: -") {
+		if _, nerr := strconv.Atoi(strings.TrimPrefix(err.Error(), "flag provided but not defined: ")); nerr == nil {
+			err = fmt.Errorf("%v (a PID is a positive integer)", err)
+		}
+	}
+	if err == nil {
+		err = validate(cmd, o, pos)
+	}
+	if err != nil {
+		return reportUsage(stderr, &usageError{cmd: cmd.name, msg: err.Error()})
+	}
+
+	c := api.NewClient(o.socket)
+	if err := cmd.exec(context.Background(), c, o, pos, stdout); err != nil {
+		fmt.Fprintf(stderr, "gopulse: %v\n", err)
+		return exitError
+	}
+	return exitOK
+}
+
+func newFlagSet(cmd *command, o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("gopulse "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.output, "o", "table", "output `format`: table or json")
+	fs.StringVar(&o.output, "output", "table", "output `format`, same as -o")
+	fs.StringVar(&o.socket, "socket", o.socket, "gopulsed's socket `path`")
+	if cmd.extra != nil {
+		cmd.extra(fs, o)
+	}
+	return fs
+}
+
+// parseInterspersed parses flags wherever they are among the positional
+// arguments ("gc 123 --last 5" as well as "gc --last 5 123"); after "--"
+// everything is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func validate(cmd *command, o *options, pos []string) error {
+	switch o.output {
+	case "table", "json":
+	default:
+		return fmt.Errorf("bad output format %q: expected table or json", o.output)
+	}
+	if o.socket == "" {
+		return errors.New("empty --socket path")
+	}
+	if o.last < 0 {
+		return fmt.Errorf("bad --last %d: expected a non-negative number of cycles (0: all kept)", o.last)
+	}
+	if len(pos) != cmd.nargs {
+		if cmd.nargs == 0 {
+			return fmt.Errorf("%s takes no arguments, got %q", cmd.name, strings.Join(pos, " "))
+		}
+		if len(pos) < cmd.nargs {
+			return fmt.Errorf("%s: missing %s", cmd.name, cmd.args)
+		}
+		return fmt.Errorf("%s: too many arguments: %q", cmd.name, strings.Join(pos[cmd.nargs:], " "))
+	}
+	if cmd.name == "gc" {
+		if _, err := parsePID(pos[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func reportUsage(stderr io.Writer, e *usageError) int {
+	fmt.Fprintf(stderr, "gopulse: %s\n", e.msg)
+	if e.cmd != "" {
+		fmt.Fprintf(stderr, "Run 'gopulse %s --help' for usage.\n", e.cmd)
+	} else {
+		fmt.Fprintln(stderr, "Run 'gopulse help' for usage.")
+	}
+	return exitUsage
+}
+
+func printCommandUsage(w io.Writer, cmd *command) {
+	line := "gopulse [--socket PATH] " + cmd.name + " [flags]"
+	if cmd.args != "" {
+		line += " " + cmd.args
+	}
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n", line, cmd.summary)
+	fs := newFlagSet(cmd, &options{socket: api.DefaultSocketPath})
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+func parsePID(s string) (int, error) {
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("bad PID %q: expected a process ID, a positive integer", s)
+	}
+	return pid, nil
+}
+
+func execPS(ctx context.Context, c *api.Client, o *options, _ []string, stdout io.Writer) error {
+	ps, err := c.Processes(ctx)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		if ps == nil {
+			ps = []api.Process{}
+		}
+		return writeJSON(stdout, ps)
+	}
+	return writePS(stdout, ps)
+}
+
+func execGC(ctx context.Context, c *api.Client, o *options, args []string, stdout io.Writer) error {
+	pid, err := parsePID(args[0])
+	if err != nil {
+		return err
+	}
+	h, err := c.GCHistory(ctx, pid, o.last)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		if h.Cycles == nil {
+			h.Cycles = []api.GCCycle{}
+		}
+		return writeJSON(stdout, h)
+	}
+	return writeGC(stdout, h, o.last)
+}
+
+func execStatus(ctx context.Context, c *api.Client, o *options, _ []string, stdout io.Writer) error {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return writeJSON(stdout, st)
+	}
+	return writeStatus(stdout, st)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
