@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"os"
 	"slices"
 	"sync"
 
@@ -53,39 +55,101 @@ type Binary struct {
 	Facts     Facts
 	Probes    int               // uprobes attached
 	Errors    map[string]string // family -> why it is not attached
-	links     []link.Link
+	links     map[string][]link.Link
+	// file keeps the inode reachable (as /proc/self/fd/N) for families
+	// added later, even once every process of it exited or it was deleted.
+	file *os.File
 }
 
 // Attacher attaches families' specs: tracepoints once, uprobes once per
 // binary. It is safe for concurrent use.
 type Attacher struct {
-	log   *slog.Logger
-	specs []Spec
+	log *slog.Logger
 
 	mu       sync.Mutex
-	global   []link.Link
+	specs    []Spec
+	global   map[string][]link.Link
 	binaries map[goinspect.FileID]*Binary
 }
 
 // NewAttacher attaches the specs' tracepoints; uprobes come per binary.
 func NewAttacher(log *slog.Logger, specs ...Spec) (*Attacher, error) {
-	a := &Attacher{log: log, specs: specs, binaries: map[goinspect.FileID]*Binary{}}
+	a := &Attacher{log: log, global: map[string][]link.Link{}, binaries: map[goinspect.FileID]*Binary{}}
 	for _, s := range specs {
-		for _, tp := range s.Tracepoints {
-			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.Name, Program: tp.Program})
-			if err != nil {
-				a.Close()
-				return nil, fmt.Errorf("%s: attach tracepoint %s: %w", s.Family, tp.Name, err)
-			}
-			a.global = append(a.global, l)
+		if err := a.AddSpec(s); err != nil {
+			a.Close()
+			return nil, err
 		}
 	}
 	return a, nil
 }
 
+// AddSpec attaches a family: its tracepoints, and its uprobes on every
+// binary already attached.
+func (a *Attacher) AddSpec(s Spec) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if slices.ContainsFunc(a.specs, func(x Spec) bool { return x.Family == s.Family }) {
+		return fmt.Errorf("family %s already attached", s.Family)
+	}
+	var tps []link.Link
+	for _, tp := range s.Tracepoints {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.Name, Program: tp.Program})
+		if err != nil {
+			closeAll(tps)
+			return fmt.Errorf("%s: attach tracepoint %s: %w", s.Family, tp.Name, err)
+		}
+		tps = append(tps, l)
+	}
+	a.global[s.Family] = tps
+	a.specs = append(a.specs, s)
+	if len(s.Uprobes) == 0 {
+		return nil
+	}
+	for _, bin := range a.binaries {
+		b, err := goinspect.Open(bin.file.Name())
+		if err != nil {
+			bin.Errors[s.Family] = err.Error()
+			continue
+		}
+		a.attachSpec(bin, b, s)
+		b.Close()
+	}
+	return nil
+}
+
+// RemoveSpec detaches a family everywhere.
+func (a *Attacher) RemoveSpec(family string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.specs = slices.DeleteFunc(a.specs, func(x Spec) bool { return x.Family == family })
+	closeAll(a.global[family])
+	delete(a.global, family)
+	for _, bin := range a.binaries {
+		bin.Probes -= len(bin.links[family])
+		closeAll(bin.links[family])
+		delete(bin.links, family)
+		delete(bin.Errors, family)
+	}
+}
+
+// attachSpec attaches one family's uprobes to an attached binary; a.mu is
+// held.
+func (a *Attacher) attachSpec(bin *Binary, b *goinspect.Binary, s Spec) {
+	links, err := attachFamily(b, bin.Facts, s)
+	if err != nil {
+		bin.Errors[s.Family] = err.Error()
+		a.log.Warn("family not attached", "exe", bin.Path, "go", b.GoVersion, "probe", s.Family, "err", err)
+		return
+	}
+	delete(bin.Errors, s.Family)
+	bin.links[s.Family] = links
+	bin.Probes += len(links)
+}
+
 // Attach puts every family's uprobes on b's inode, unless already there. A
 // family is attached whole or not at all: half its probes would produce
-// wrong figures. The returned error is set only when no family attached.
+// wrong figures. It fails when no family could be attached.
 // exe is the name to show (b.Path may be a /proc/PID/exe link).
 func (a *Attacher) Attach(b *goinspect.Binary, exe string) (*Binary, error) {
 	a.mu.Lock()
@@ -97,34 +161,36 @@ func (a *Attacher) Attach(b *goinspect.Binary, exe string) (*Binary, error) {
 	if err != nil {
 		return nil, err
 	}
-	ex, err := link.OpenExecutable(b.AttachPath())
+	keep, err := os.Open(b.AttachPath())
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", b.Path, err)
+		return nil, fmt.Errorf("keep %s open: %w", exe, err)
 	}
-	bin := &Binary{ID: b.ID, Path: exe, GoVersion: b.GoVersion, Facts: facts, Errors: map[string]string{}}
-	var errs []error
+	bin := &Binary{ID: b.ID, Path: exe, GoVersion: b.GoVersion, Facts: facts,
+		Errors: map[string]string{}, links: map[string][]link.Link{}, file: keep}
+	uprobeFamilies := 0
 	for _, s := range a.specs {
-		if len(s.Uprobes) == 0 {
-			continue
+		if len(s.Uprobes) > 0 {
+			uprobeFamilies++
+			a.attachSpec(bin, b, s)
 		}
-		links, err := attachFamily(ex, b, facts, s)
-		if err != nil {
-			bin.Errors[s.Family] = err.Error()
-			errs = append(errs, fmt.Errorf("%s: %w", s.Family, err))
-			a.log.Warn("family not attached", "exe", b.Path, "go", b.GoVersion, "probe", s.Family, "err", err)
-			continue
-		}
-		bin.links = append(bin.links, links...)
-		bin.Probes += len(links)
 	}
-	if bin.Probes == 0 && len(errs) > 0 {
+	if uprobeFamilies > 0 && bin.Probes == 0 {
+		keep.Close()
+		var errs []error
+		for fam, e := range bin.Errors {
+			errs = append(errs, fmt.Errorf("%s: %s", fam, e))
+		}
 		return nil, errors.Join(errs...)
 	}
 	a.binaries[b.ID] = bin
 	return bin, nil
 }
 
-func attachFamily(ex *link.Executable, b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error) {
+func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error) {
+	ex, err := link.OpenExecutable(b.AttachPath())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", b.Path, err)
+	}
 	var links []link.Link
 	fail := func(err error) ([]link.Link, error) {
 		closeAll(links)
@@ -192,8 +258,15 @@ func (a *Attacher) Detach(id goinspect.FileID) {
 	delete(a.binaries, id)
 	a.mu.Unlock()
 	if ok {
-		closeAll(b.links)
+		b.close()
 	}
+}
+
+func (b *Binary) close() {
+	for _, l := range b.links {
+		closeAll(l)
+	}
+	b.file.Close()
 }
 
 // Binaries returns a snapshot of the attached binaries.
@@ -203,7 +276,8 @@ func (a *Attacher) Binaries() []Binary {
 	out := make([]Binary, 0, len(a.binaries))
 	for _, b := range a.binaries {
 		c := *b
-		c.links = nil
+		c.links, c.file = nil, nil
+		c.Errors = maps.Clone(b.Errors)
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(x, y Binary) int {
@@ -223,11 +297,14 @@ func (a *Attacher) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, b := range a.binaries {
-		closeAll(b.links)
+		b.close()
 		delete(a.binaries, id)
 	}
-	closeAll(a.global)
-	a.global = nil
+	for fam, l := range a.global {
+		closeAll(l)
+		delete(a.global, fam)
+	}
+	a.specs = nil
 	return nil
 }
 

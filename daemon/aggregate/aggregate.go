@@ -19,6 +19,9 @@ type Config struct {
 	History     int           // GC cycles kept per process
 	MaxProcs    int           // processes tracked at once
 	ForgetAfter time.Duration // how long an exited process stays listed
+	// OnCycle, if set, sees every completed GC cycle (e.g. for exporter
+	// histograms); it runs on the event reader and must not block.
+	OnCycle func(api.Process, api.GCCycle)
 }
 
 // Clock converts the runtime's CLOCK_MONOTONIC timestamps to wall time.
@@ -36,6 +39,8 @@ type Meta struct {
 	Static    bool
 	Stripped  bool
 	StartTime time.Time
+	// Who it is, for labels.
+	ServiceName, SystemdUnit, ContainerID string
 }
 
 const rateWindow = time.Minute
@@ -104,6 +109,7 @@ func (a *Aggregator) Register(m Meta) bool {
 	p.info.Exe, p.info.GoVersion = m.Exe, m.GoVersion
 	p.info.PIE, p.info.Static, p.info.Stripped = m.PIE, m.Static, m.Stripped
 	p.info.StartTime = m.StartTime
+	p.info.ServiceName, p.info.SystemdUnit, p.info.ContainerID = m.ServiceName, m.SystemdUnit, m.ContainerID
 	return true
 }
 
@@ -183,19 +189,31 @@ func (a *Aggregator) wall(mono int64) time.Time {
 // GC records one event of the GC family.
 func (a *Aggregator) GC(ev *gc.Event) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	p, c, ok := a.gc(ev)
+	var info api.Process
+	if ok && a.cfg.OnCycle != nil {
+		info = a.snapshot(p, a.clock.Now())
+	}
+	a.mu.Unlock()
+	if ok && a.cfg.OnCycle != nil {
+		a.cfg.OnCycle(info, c)
+	}
+}
+
+// gc applies ev under a.mu and returns the cycle it completed, if any.
+func (a *Aggregator) gc(ev *gc.Event) (*proc, api.GCCycle, bool) {
 	p := a.lookup(int(ev.Pid))
 	if p == nil {
-		return
+		return nil, api.GCCycle{}, false
 	}
 	switch ev.Kind {
 	case gc.KindSTWOther:
 		p.info.OtherSTWCount++
 		p.info.OtherSTWSecondsTotal += seconds(ev.StwMarkNs)
-		return
+		return p, api.GCCycle{}, false
 	case gc.KindCycle:
 	default:
-		return
+		return p, api.GCCycle{}, false
 	}
 	if ev.Cycles < p.info.GCCycles {
 		// The kernel side starts over when a PID execs a new image: so
@@ -244,6 +262,7 @@ func (a *Aggregator) GC(ev *gc.Event) {
 		p.ends[p.endNext] = end
 		p.endNext = (p.endNext + 1) % rateSlots
 	}
+	return p, c, true
 }
 
 func triggerName(k uint8) string {

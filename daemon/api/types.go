@@ -16,9 +16,14 @@ type Process struct {
 	Stripped bool `json:"stripped"`
 	// StartTime is when the process started (from /proc), FirstSeen when the
 	// daemon learnt of it; cycles before FirstSeen were not observed.
-	StartTime time.Time  `json:"start_time"`
-	FirstSeen time.Time  `json:"first_seen"`
-	Exited    *time.Time `json:"exited,omitempty"`
+	StartTime time.Time `json:"start_time"`
+	// Who the process is, as OpenTelemetry names it: its OTEL_SERVICE_NAME,
+	// else its systemd unit, else the executable's name.
+	ServiceName string     `json:"service_name,omitempty"`
+	SystemdUnit string     `json:"systemd_unit,omitempty"`
+	ContainerID string     `json:"container_id,omitempty"`
+	FirstSeen   time.Time  `json:"first_seen"`
+	Exited      *time.Time `json:"exited,omitempty"`
 
 	GCCycles       uint64 `json:"gc_cycles"`        // completed cycles observed
 	GCForcedCycles uint64 `json:"gc_forced_cycles"` // of those, forced by runtime.GC

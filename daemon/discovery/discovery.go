@@ -13,6 +13,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -44,8 +45,9 @@ type Event struct {
 
 // Discovery owns the exec/exit programs and their ring buffer.
 type Discovery struct {
-	objs discObjects
-	rd   *ringbuf.Reader
+	objs     discObjects
+	rd       *ringbuf.Reader
+	consumed atomic.Uint64
 }
 
 // New loads the programs; they run once the attacher attaches Spec.
@@ -104,7 +106,14 @@ func (d *Discovery) Read(ctx context.Context, fn func(Event)) error {
 			ev.Filename = cString(raw.Filename[:])
 		}
 		fn(ev)
+		d.consumed.Add(1)
 	}
+}
+
+// Backlog is the unread bytes in the ring buffer and the records read so
+// far: a backlog that stays while the count stands still is a stuck reader.
+func (d *Discovery) Backlog() (pending int, consumed uint64) {
+	return d.rd.AvailableBytes(), d.consumed.Load()
 }
 
 // Lost is the number of events the ring buffer had no room for.

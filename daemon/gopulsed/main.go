@@ -21,6 +21,7 @@ import (
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/daemon/discovery"
 	"github.com/gopulse/gopulse/daemon/tracer"
+	"github.com/gopulse/gopulse/exporters"
 )
 
 type options struct {
@@ -33,6 +34,7 @@ type options struct {
 	procRoot    string
 	logLevel    string
 	logFormat   string
+	export      exporters.Config
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -48,9 +50,47 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.procRoot, "proc", "/proc", "procfs mount point")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	// Export settings: defaults, then the standard OTEL_* environment,
+	// then flags given explicitly.
+	def := exporters.Defaults()
+	var otlpEndpoint, otlpProtocol, promListen string
+	var otlpInsecure, perService bool
+	var interval time.Duration
+	var maxExport int
+	fs.StringVar(&otlpEndpoint, "otlp-endpoint", "", "OTLP collector URL, e.g. http://127.0.0.1:4317 (empty: OTEL_EXPORTER_OTLP_ENDPOINT, else no push)")
+	fs.StringVar(&otlpProtocol, "otlp-protocol", def.OTLPProtocol, "grpc or http/protobuf (else OTEL_EXPORTER_OTLP_PROTOCOL)")
+	fs.BoolVar(&otlpInsecure, "otlp-insecure", false, "push without TLS")
+	fs.DurationVar(&interval, "export-interval", def.Interval, "OTLP push interval (else OTEL_METRIC_EXPORT_INTERVAL)")
+	fs.StringVar(&promListen, "prometheus-listen", def.PrometheusListen, "address of the Prometheus /metrics endpoint (empty disables)")
+	fs.BoolVar(&perService, "export-per-service", false, "export series per service instead of per PID")
+	fs.IntVar(&maxExport, "export-max-processes", def.MaxProcesses, "processes exported as separate series")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	exp, err := exporters.FromEnv(def, os.Getenv)
+	if err != nil {
+		return o, err
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "otlp-endpoint":
+			exp.OTLPEndpoint = otlpEndpoint
+		case "otlp-protocol":
+			exp.OTLPProtocol = otlpProtocol
+		case "otlp-insecure":
+			exp.OTLPInsecure = otlpInsecure
+		case "export-interval":
+			exp.Interval = interval
+		case "prometheus-listen":
+			exp.PrometheusListen = promListen
+		case "export-per-service":
+			exp.PerService = perService
+		case "export-max-processes":
+			exp.MaxProcesses = maxExport
+		}
+	})
+	exp.HostName, _ = os.Hostname()
+	o.export = exp
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -99,12 +139,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raise memlock limit: %w", err)
 	}
-	agg := aggregate.New(aggregate.Config{History: o.history, MaxProcs: o.maxPIDs, ForgetAfter: o.forgetAfter}, systemClock{})
+	var exp *exporters.Exporter
+	agg := aggregate.New(aggregate.Config{
+		History: o.history, MaxProcs: o.maxPIDs, ForgetAfter: o.forgetAfter,
+		OnCycle: func(p api.Process, c api.GCCycle) { exp.ObserveCycle(p, c) },
+	}, systemClock{})
 	tr, err := tracer.New(log, tracer.Config{ProcRoot: o.procRoot, Families: families, MaxBinaries: o.maxBinaries}, agg)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
+	if exp, err = exporters.New(o.export, tr, log); err != nil {
+		return err
+	}
 
 	ln, err := api.Listen(o.socket, 0o660)
 	if err != nil {
@@ -115,6 +162,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return tr.Run(ctx, func() { log.Info("ready", "socket", o.socket, "probes", families) })
 	})
 	g.Go(func() error { return api.NewServer(tr, log).Serve(ctx, ln) })
+	g.Go(func() error { return exp.Run(ctx) })
 	err = g.Wait()
 	log.Info("stopped")
 	return err

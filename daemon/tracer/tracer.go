@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,37 +24,10 @@ import (
 	"github.com/gopulse/gopulse/daemon/aggregate"
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/daemon/discovery"
+	"github.com/gopulse/gopulse/daemon/procmeta"
 	"github.com/gopulse/gopulse/probes"
-	"github.com/gopulse/gopulse/probes/gc"
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
-
-// Families lists the probe families by name; "default" and "all" expand
-// to subsets of it.
-var (
-	allFamilies     = []string{gc.Name}
-	defaultFamilies = []string{gc.Name}
-)
-
-// ParseFamilies turns a --probes value into family names.
-func ParseFamilies(s string) ([]string, error) {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		switch {
-		case f == "default":
-			out = append(out, defaultFamilies...)
-		case f == "all":
-			out = append(out, allFamilies...)
-		case slices.Contains(allFamilies, f):
-			out = append(out, f)
-		default:
-			return nil, fmt.Errorf("unknown probe family %q (want default, all, or a comma list of %s)", f, strings.Join(allFamilies, ", "))
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
-}
 
 // Config of the tracer.
 type Config struct {
@@ -89,11 +61,15 @@ type Tracer struct {
 	agg *aggregate.Aggregator
 
 	disc *discovery.Discovery
-	gc   *gc.Family // nil when not enabled
 	att  *probes.Attacher
 
-	started  time.Time
-	gcEvents atomic.Uint64
+	started   time.Time
+	heartbeat atomic.Int64 // unix ns of the event loop's last turn
+	discWatch *readerWatch
+
+	famMu  sync.Mutex
+	fams   map[string]*loaded
+	runCtx context.Context // families started later read under it
 
 	mu        sync.Mutex
 	notGo     map[fileKey]struct{}
@@ -114,22 +90,16 @@ func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, erro
 		cfg.SweepEvery = 5 * time.Second
 	}
 	t := &Tracer{
-		log: log, cfg: cfg, agg: agg, started: time.Now(),
+		log: log, cfg: cfg, agg: agg, started: time.Now(), fams: map[string]*loaded{},
 		notGo: map[fileKey]struct{}{}, bins: map[goinspect.FileID]*binInfo{}, pidBin: map[int]goinspect.FileID{},
 	}
 	var err error
 	if t.disc, err = discovery.New(); err != nil {
 		return nil, err
 	}
-	specs := []probes.Spec{t.disc.Spec()}
-	if slices.Contains(cfg.Families, gc.Name) {
-		if t.gc, err = gc.New(); err != nil {
-			t.Close()
-			return nil, err
-		}
-		specs = append(specs, t.gc.Spec())
-	}
-	if t.att, err = probes.NewAttacher(log, specs...); err != nil {
+	t.discWatch = &readerWatch{name: "discovery", src: t.disc}
+	t.heartbeat.Store(time.Now().UnixNano())
+	if t.att, err = probes.NewAttacher(log, t.disc.Spec()); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -138,11 +108,13 @@ func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, erro
 
 // Close detaches and unloads everything.
 func (t *Tracer) Close() {
+	t.famMu.Lock()
+	for name := range t.fams {
+		_ = t.stopFamily(name)
+	}
+	t.famMu.Unlock()
 	if t.att != nil {
 		t.att.Close()
-	}
-	if t.gc != nil {
-		t.gc.Close()
 	}
 	if t.disc != nil {
 		t.disc.Close()
@@ -169,29 +141,39 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 			}
 		})
 	})
-	if t.gc != nil {
-		g.Go(func() error {
-			return t.gc.Read(ctx, func(ev *gc.Event) {
-				t.gcEvents.Add(1)
-				t.agg.GC(ev)
-			})
-		})
+	// Families load before the scan, so the processes it finds get every
+	// family's probes at once.
+	t.famMu.Lock()
+	t.runCtx = ctx
+	for _, def := range registry {
+		if !slices.Contains(t.cfg.Families, def.name) {
+			continue
+		}
+		if err := t.startFamily(ctx, def); err != nil {
+			t.famMu.Unlock()
+			return fmt.Errorf("start %s probes: %w", def.name, err)
+		}
 	}
+	t.famMu.Unlock()
 	g.Go(func() error {
 		t.scan()
 		if ready != nil {
 			ready()
 		}
-		tick := time.NewTicker(t.cfg.SweepEvery)
-		defer tick.Stop()
+		sweep := time.NewTicker(t.cfg.SweepEvery)
+		defer sweep.Stop()
+		beat := time.NewTicker(time.Second)
+		defer beat.Stop()
 		for {
+			t.heartbeat.Store(time.Now().UnixNano())
 			select {
 			case <-ctx.Done():
 				return nil
 			case ev := <-execs:
 				t.exec(ev)
-			case <-tick.C:
+			case <-sweep.C:
 				t.sweep()
+			case <-beat.C:
 			}
 		}
 	})
@@ -320,9 +302,11 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 			}
 		}
 	}
+	who := procmeta.Describe(t.cfg.ProcRoot, pid, exe)
 	if !t.agg.Register(aggregate.Meta{
 		PID: pid, Exe: exe, GoVersion: info.goVersion,
 		PIE: info.pie, Static: info.static, Stripped: info.stripped, StartTime: start,
+		ServiceName: who.ServiceName, SystemdUnit: who.SystemdUnit, ContainerID: who.ContainerID,
 	}) {
 		log.Warn("process not traced: --max-pids reached")
 		return false
@@ -363,8 +347,8 @@ func (t *Tracer) forget(pid int) {
 }
 
 func (t *Tracer) release(pid int) {
-	if t.gc != nil {
-		t.gc.Forget(uint32(pid))
+	for _, l := range t.families() {
+		l.f.Forget(uint32(pid))
 	}
 	t.unbind(pid)
 }
@@ -411,8 +395,11 @@ func (t *Tracer) GCHistory(pid, last int) (api.GCHistory, error) { return t.agg.
 
 // Status implements api.Source.
 func (t *Tracer) Status() api.Status {
+	t.famMu.Lock()
+	fams := slices.Clone(t.cfg.Families)
+	t.famMu.Unlock()
 	s := api.Status{
-		Version: Version, Started: t.started, Probes: t.cfg.Families,
+		Version: Version, Started: t.started, Probes: fams,
 		Processes: t.agg.Len(), ProcessesDropped: t.agg.Dropped(),
 	}
 	t.mu.Lock()
@@ -432,9 +419,9 @@ func (t *Tracer) Status() api.Status {
 	disc := api.FamilyStatus{Name: "discovery", Hits: hits(t.disc.Programs())}
 	disc.LostEvents, _ = t.disc.Lost()
 	s.Families = append(s.Families, disc)
-	if t.gc != nil {
-		f := api.FamilyStatus{Name: gc.Name, Events: t.gcEvents.Load(), Hits: hits(t.gc.Programs())}
-		f.LostEvents, _ = t.gc.Lost()
+	for _, l := range t.families() {
+		f := api.FamilyStatus{Name: l.def.name, Events: l.events.Load(), Hits: hits(l.f.Programs())}
+		f.LostEvents, _ = l.f.Lost()
 		s.Families = append(s.Families, f)
 	}
 	return s

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -34,8 +35,9 @@ const (
 
 // Family owns the loaded GC programs and their ring buffer.
 type Family struct {
-	objs gcObjects
-	rd   *ringbuf.Reader
+	objs     gcObjects
+	rd       *ringbuf.Reader
+	consumed atomic.Uint64
 }
 
 // New loads the GC programs into the kernel.
@@ -100,7 +102,14 @@ func (f *Family) Read(ctx context.Context, fn func(*Event)) error {
 			return err
 		}
 		fn(&ev)
+		f.consumed.Add(1)
 	}
+}
+
+// Backlog is the unread bytes in the ring buffer and the records read so
+// far: a backlog that stays while the count stands still is a stuck reader.
+func (f *Family) Backlog() (pending int, consumed uint64) {
+	return f.rd.AvailableBytes(), f.consumed.Load()
 }
 
 // Lost is the number of events the ring buffer had no room for.
