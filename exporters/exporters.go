@@ -74,3 +74,10 @@ func (e *Exporter) Run(ctx context.Context) error {
 	<-ctx.Done()
 	return nil
 }
+
+// Reconfigure applies new export settings at run time (SIGHUP) without
+// losing cumulative figures.
+func (e *Exporter) Reconfigure(cfg Config) error {
+	e.cfg = cfg
+	return nil
+}

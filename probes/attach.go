@@ -107,7 +107,7 @@ func (a *Attacher) AddSpec(s Spec) error {
 		return nil
 	}
 	for _, bin := range a.binaries {
-		b, err := goinspect.Open(bin.file.Name())
+		b, err := goinspect.Open(fmt.Sprintf("/proc/self/fd/%d", bin.file.Fd()))
 		if err != nil {
 			bin.Errors[s.Family] = err.Error()
 			continue

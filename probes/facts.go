@@ -50,7 +50,7 @@ const MinGoMinor = 19
 // offsets read from DWARF when the row does not know them (or the release
 // is newer than any row) and the binary is not stripped.
 func FactsFor(b *goinspect.Binary) (Facts, error) {
-	f, err := factsForVersion(b.Version)
+	f, err := FactsForVersion(b.Version)
 	if err != nil {
 		return Facts{}, fmt.Errorf("%s: %w", b.Path, err)
 	}
@@ -62,7 +62,8 @@ func FactsFor(b *goinspect.Binary) (Facts, error) {
 	return f, nil
 }
 
-func factsForVersion(v goinspect.Version) (Facts, error) {
+// FactsForVersion returns the table row for a Go release.
+func FactsForVersion(v goinspect.Version) (Facts, error) {
 	if v.Major != 1 || v.Minor < MinGoMinor {
 		return Facts{}, fmt.Errorf("go%d.%d is older than go1.%d, the oldest release gopulse traces", v.Major, v.Minor, MinGoMinor)
 	}
