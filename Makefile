@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/gopulse/gopulse/daemon/tracer.Version=$(VERSION)
 
-.PHONY: all build generate test bench vet clean
+.PHONY: all build generate test bench vet clean deb
 
 all: build
 
@@ -23,7 +23,13 @@ generate:
 # instead of skipping.
 test:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -p 1 -timeout 25m ./...
+
+# The Debian package, dist/gopulse_$(DEB_VERSION)_amd64.deb (packaging/README.md).
+DEB_VERSION ?= $(shell packaging/version.sh)
+DIST        ?= dist
+deb:
+	GO=$(GO) packaging/build-deb.sh "$(DEB_VERSION)" "$(DIST)"
 
 bench:
 	$(GO) run ./tools/bench

@@ -92,6 +92,7 @@ type figures struct {
 	triggers        map[string]uint64 // observed cycles by trigger
 	pause           hist              // each GC stop-the-world pause
 	phase           [3]hist           // per phase, by phases
+	fam             famFigures        // the other probe families
 }
 
 func (f *figures) add(o *figures) {
@@ -111,6 +112,7 @@ func (f *figures) add(o *figures) {
 	for i := range f.phase {
 		f.phase[i].add(&o.phase[i])
 	}
+	f.fam.add(&o.fam, true)
 }
 
 func (f figures) clone() figures {
@@ -119,6 +121,7 @@ func (f figures) clone() figures {
 	for i := range f.phase {
 		f.phase[i] = f.phase[i].clone()
 	}
+	f.fam = f.fam.clone()
 	return f
 }
 
@@ -182,6 +185,7 @@ func (s *pidState) totals(p api.Process) {
 	s.fig.assistSeconds = p.GCAssistSecondsTotal
 	s.fig.otherSTWCount = p.OtherSTWCount
 	s.fig.otherSTWSeconds = p.OtherSTWSecondsTotal
+	s.fig.fam.set(p)
 }
 
 // processAttrs are the data-point attributes of a per-process series.
@@ -307,7 +311,10 @@ func (st *state) lookup(p api.Process) *pidState {
 // retire folds a process that is gone into its service's figures.
 func (st *state) retire(s *pidState) {
 	if svc, ok := st.services[serviceOf(s.proc)]; ok {
-		svc.retired.add(&s.fig)
+		// A gone process holds no memory and runs no threads.
+		fig := s.fig
+		fig.fam.rss, fig.fam.threads = 0, 0
+		svc.retired.add(&fig)
 	}
 	delete(st.pids, s.pid)
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -28,13 +29,41 @@ type Uprobe struct {
 	// Cookie is what the programs read with bpf_get_attach_cookie for this
 	// binary (e.g. struct offsets); nil means 0.
 	Cookie func(Facts) uint64
+	// Sites, if set, places Entry at instructions inside the function
+	// found by disassembly (a slow path, say) instead of at its entry,
+	// each with its own cookie. Every site must be an instruction
+	// boundary; an error leaves the family unattached on this binary.
+	Sites func(b *goinspect.Binary, fn goinspect.Func, facts Facts) ([]Site, error)
+}
+
+// Site is one located probe address (link-time) and its cookie.
+type Site struct {
+	Addr   uint64
+	Cookie uint64
 }
 
 // Tracepoint is a kernel raw tracepoint and its program; raw tracepoints
-// need no tracefs.
+// need no tracefs. A program of type Tracing (SEC "tp_btf/...") is attached
+// to the BTF tracepoint it was loaded for, and Name only labels it. A Name
+// "group:event" (e.g. "syscalls:sys_enter_madvise") is a tracefs
+// tracepoint, for a program of type TracePoint; tracefs is mounted at
+// /sys/kernel/tracing when no tracefs is.
 type Tracepoint struct {
 	Name    string // e.g. "sched_process_exec"
 	Program *ebpf.Program
+}
+
+func attachTracepoint(tp Tracepoint) (link.Link, error) {
+	if tp.Program.Type() == ebpf.Tracing {
+		return link.AttachTracing(link.TracingOptions{Program: tp.Program})
+	}
+	if group, name, ok := strings.Cut(tp.Name, ":"); ok {
+		if err := EnsureTracefs(); err != nil {
+			return nil, err
+		}
+		return link.Tracepoint(group, name, tp.Program, nil)
+	}
+	return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.Name, Program: tp.Program})
 }
 
 // Spec is what a probe family needs attached. Adding a probe is adding a
@@ -94,7 +123,7 @@ func (a *Attacher) AddSpec(s Spec) error {
 	}
 	var tps []link.Link
 	for _, tp := range s.Tracepoints {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.Name, Program: tp.Program})
+		l, err := attachTracepoint(tp)
 		if err != nil {
 			closeAll(tps)
 			return fmt.Errorf("%s: attach tracepoint %s: %w", s.Family, tp.Name, err)
@@ -107,7 +136,7 @@ func (a *Attacher) AddSpec(s Spec) error {
 		return nil
 	}
 	for _, bin := range a.binaries {
-		b, err := goinspect.Open(fmt.Sprintf("/proc/self/fd/%d", bin.file.Fd()))
+		b, err := goinspect.Open(bin.OpenPath())
 		if err != nil {
 			bin.Errors[s.Family] = err.Error()
 			continue
@@ -174,7 +203,10 @@ func (a *Attacher) Attach(b *goinspect.Binary, exe string) (*Binary, error) {
 			a.attachSpec(bin, b, s)
 		}
 	}
-	if uprobeFamilies > 0 && bin.Probes == 0 {
+	// No probe at all is a failure only when some family failed: a family
+	// none of whose uprobes applies to this binary's Go version (its
+	// tracepoints do the work there) leaves nothing to attach.
+	if uprobeFamilies > 0 && bin.Probes == 0 && len(bin.Errors) > 0 {
 		keep.Close()
 		var errs []error
 		for fam, e := range bin.Errors {
@@ -208,7 +240,7 @@ func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error)
 		if row.Cookie != nil {
 			cookie = row.Cookie(facts)
 		}
-		attach := func(prog *ebpf.Program, vaddr uint64, what string) error {
+		attachAt := func(prog *ebpf.Program, vaddr uint64, what string, cookie uint64) error {
 			off, err := b.FileOffset(vaddr)
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", what, row.Symbol, err)
@@ -220,7 +252,26 @@ func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error)
 			links = append(links, l)
 			return nil
 		}
-		if row.Entry != nil {
+		attach := func(prog *ebpf.Program, vaddr uint64, what string) error {
+			return attachAt(prog, vaddr, what, cookie)
+		}
+		if row.Entry != nil && row.Sites != nil {
+			sites, err := row.Sites(b, fn, facts)
+			if err != nil {
+				return fail(err)
+			}
+			if len(sites) == 0 {
+				return fail(fmt.Errorf("%s: no probe site found", row.Symbol))
+			}
+			for _, st := range sites {
+				if st.Addr < fn.Entry || st.Addr >= fn.End {
+					return fail(fmt.Errorf("%s: site %#x outside the function", row.Symbol, st.Addr))
+				}
+				if err := attachAt(row.Entry, st.Addr, "site", st.Cookie); err != nil {
+					return fail(err)
+				}
+			}
+		} else if row.Entry != nil {
 			if err := attach(row.Entry, fn.Entry, "entry"); err != nil {
 				return fail(err)
 			}
@@ -243,14 +294,6 @@ func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error)
 	return links, nil
 }
 
-// Lookup returns the attach state of a binary, if attached.
-func (a *Attacher) Lookup(id goinspect.FileID) (*Binary, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	b, ok := a.binaries[id]
-	return b, ok
-}
-
 // Detach removes a binary's uprobes.
 func (a *Attacher) Detach(id goinspect.FileID) {
 	a.mu.Lock()
@@ -260,6 +303,12 @@ func (a *Attacher) Detach(id goinspect.FileID) {
 	if ok {
 		b.close()
 	}
+}
+
+// OpenPath names the binary's file for as long as it is attached, even
+// once deleted or when it lives in another mount namespace.
+func (b *Binary) OpenPath() string {
+	return fmt.Sprintf("/proc/self/fd/%d", b.file.Fd())
 }
 
 func (b *Binary) close() {
@@ -296,20 +345,44 @@ func (a *Attacher) Binaries() []Binary {
 func (a *Attacher) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	var all []link.Link
 	for id, b := range a.binaries {
-		b.close()
+		for _, l := range b.links {
+			all = append(all, l...)
+		}
+		b.links = nil
+		b.file.Close()
 		delete(a.binaries, id)
 	}
 	for fam, l := range a.global {
-		closeAll(l)
+		all = append(all, l...)
 		delete(a.global, fam)
 	}
+	closeAll(all)
 	a.specs = nil
 	return nil
 }
 
+// closeAll closes links concurrently: detaching a uprobe waits for an RCU
+// grace period in the kernel (tens to hundreds of ms each on this kernel),
+// and concurrent detaches share grace periods instead of queueing them.
 func closeAll(links []link.Link) {
-	for _, l := range links {
-		_ = l.Close()
+	if len(links) <= 1 {
+		for _, l := range links {
+			_ = l.Close()
+		}
+		return
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, l := range links {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			_ = l.Close()
+			<-sem
+		}()
+	}
+	wg.Wait()
 }

@@ -27,6 +27,10 @@ type Facts struct {
 	// Offsets in runtime.gcControllerState; 0 when unknown.
 	HeapLiveOffset   uint16
 	AssistTimeOffset uint16
+	// SpinbitMutex: runtime locks are lock_spinbit.go's (Go 1.24+): a
+	// contended lock2 sleeps on its M's semaphore (semasleep), not on the
+	// lock's own futex as lock_futex.go's did.
+	SpinbitMutex bool
 }
 
 // factsTable is ordered by Minor. Go 1.19 is the oldest release with the
@@ -36,8 +40,9 @@ var factsTable = []Facts{
 	{Minor: 19, Verified: true, HeapLiveOffset: 136, AssistTimeOffset: 224},
 	{Minor: 20},
 	{Minor: 22, WorldStopABI: true},
-	{Minor: 26, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192},
-	{Minor: 27, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192},
+	{Minor: 24, WorldStopABI: true, SpinbitMutex: true},
+	{Minor: 26, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true},
+	{Minor: 27, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true},
 }
 
 // FactsTable returns a copy of the table, for tests and documentation.

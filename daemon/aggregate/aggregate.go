@@ -51,6 +51,7 @@ type proc struct {
 	next    int           // ring write index once full
 	ends    []time.Time   // recent cycle ends, for the rate; ring of rateSlots
 	endNext int
+	ext     procExt // the optional families' figures (families.go)
 }
 
 const rateSlots = 256
@@ -95,6 +96,7 @@ func (p *proc) reset() {
 	p.info = api.Process{PID: p.info.PID, FirstSeen: p.info.FirstSeen, Exe: p.info.Exe, GoVersion: p.info.GoVersion,
 		PIE: p.info.PIE, Static: p.info.Static, Stripped: p.info.Stripped, StartTime: p.info.StartTime}
 	p.cycles, p.next, p.ends, p.endNext = nil, 0, nil, 0
+	p.ext = procExt{}
 }
 
 // Register records (or refreshes) what is known of a process. It reports
@@ -111,14 +113,6 @@ func (a *Aggregator) Register(m Meta) bool {
 	p.info.StartTime = m.StartTime
 	p.info.ServiceName, p.info.SystemdUnit, p.info.ContainerID = m.ServiceName, m.SystemdUnit, m.ContainerID
 	return true
-}
-
-// Known reports whether pid is tracked (and not exited).
-func (a *Aggregator) Known(pid int) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	p, ok := a.procs[pid]
-	return ok && p.info.Exited == nil
 }
 
 // Running lists the tracked processes not known to have exited.
@@ -298,6 +292,7 @@ func (a *Aggregator) snapshot(p *proc, now time.Time) api.Process {
 		}
 		info.GCCyclesPerSecond = float64(n) / window.Seconds()
 	}
+	p.extSnapshot(&info, now)
 	return info
 }
 

@@ -57,6 +57,10 @@ type Server struct {
 	idleTimeout       time.Duration
 	shutdownTimeout   time.Duration
 	maxHeaderBytes    int
+
+	// authorize, when set, vets each request's peer and answers the
+	// refused ones itself (see authz_linux.go).
+	authorize func(http.ResponseWriter, *http.Request) bool
 }
 
 // NewServer returns a server for src that logs to log (nil: discard).
@@ -196,6 +200,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				s.log.Debug("api request", attrs...)
 			}
 		}()
+		if s.authorize != nil && !s.authorize(sw, r) {
+			return
+		}
 		next.ServeHTTP(sw, r)
 	})
 }

@@ -39,6 +39,99 @@ type Process struct {
 	// (ReadMemStats, GOMAXPROCS, profiles...), Go 1.22+ only.
 	OtherSTWCount        uint64  `json:"other_stw_count"`
 	OtherSTWSecondsTotal float64 `json:"other_stw_seconds_total"`
+
+	// Sections of the optional probe families; nil (absent) when the family
+	// is off or saw nothing of the process yet.
+	MheapLock *MheapLockStats `json:"mheap_lock,omitempty"`
+	Madvise   *MadviseStats   `json:"madvise,omitempty"`
+	Sched     *SchedStats     `json:"sched,omitempty"`
+}
+
+// Histogram is a distribution of durations in power-of-two buckets:
+// Counts[i] counts values <= BucketUpperSeconds[i] and above the previous
+// bound.
+type Histogram struct {
+	Count      uint64  `json:"count"`
+	SumSeconds float64 `json:"sum_seconds"`
+	// Quantiles interpolated within the buckets (so within a factor of 2).
+	P50Seconds float64 `json:"p50_seconds"`
+	P90Seconds float64 `json:"p90_seconds"`
+	P99Seconds float64 `json:"p99_seconds"`
+	// BucketUpperSeconds are the buckets' upper bounds; the last is -1,
+	// meaning no bound.
+	BucketUpperSeconds []float64 `json:"bucket_upper_seconds"`
+	Counts             []uint64  `json:"counts"`
+}
+
+// MheapLockStats is the contention of the runtime's heap lock
+// (runtime.mheap_.lock), from the mheaplock family.
+type MheapLockStats struct {
+	// Method says how contention was observed: "futex" (Go < 1.24: the
+	// lock's own futex, tracepoints only) or "spinbit" (Go >= 1.24: a uprobe
+	// on lock2's sleep path, plus the futex tracepoints).
+	Method string `json:"method"`
+	// Contended counts the times a thread had to sleep to get the lock,
+	// WaitSeconds the time threads slept for it (spinning before the sleep
+	// is not counted).
+	Contended   uint64    `json:"contended_total"`
+	WaitSeconds float64   `json:"wait_seconds_total"`
+	Wait        Histogram `json:"wait"`
+	// The same for every other runtime-internal lock of the process.
+	OtherContended   uint64  `json:"other_locks_contended_total"`
+	OtherWaitSeconds float64 `json:"other_locks_wait_seconds_total"`
+	// ContendedPerSecond over the last minute (or since first seen).
+	ContendedPerSecond float64 `json:"contended_per_second"`
+}
+
+// AdviceCount is one madvise advice's successful calls and the bytes they
+// covered.
+type AdviceCount struct {
+	Advice string `json:"advice"` // e.g. "dontneed", "free", "hugepage"
+	Calls  uint64 `json:"calls"`
+	Bytes  uint64 `json:"bytes"`
+}
+
+// Who asked the runtime to release memory (MadviseStats.ReleasedBySource).
+const (
+	SourceBackgroundScavenger = "background_scavenger"
+	SourceAllocation          = "allocation"
+	SourceFreeOSMemory        = "free_os_memory"
+	SourceOther               = "other"
+	SourceUnknown             = "unknown"
+)
+
+// MadviseStats is what the process advised the kernel about its memory,
+// from the madvise family.
+type MadviseStats struct {
+	Advice []AdviceCount `json:"advice"`
+	Errors uint64        `json:"errors"` // failed madvise calls
+	// ReleasedBytes sums the advices that give memory back (DONTNEED,
+	// FREE, REMOVE, PAGEOUT); ReleasedBytesPerSecond is its rate over the
+	// last minute.
+	ReleasedBytes          uint64  `json:"released_bytes_total"`
+	ReleasedBytesPerSecond float64 `json:"released_bytes_per_second"`
+	// ReleasedBySource attributes released bytes (of the calls whose event
+	// was read, from their user stacks) to who asked.
+	ReleasedBySource map[string]uint64 `json:"released_bytes_by_source"`
+	// RSSBytes is the process's resident set now (procfs), 0 once exited.
+	RSSBytes uint64 `json:"rss_bytes"`
+}
+
+// SchedStats is how the process's OS threads were scheduled, from the
+// sched family (kernel sched_switch/sched_wakeup tracepoints).
+type SchedStats struct {
+	Threads int `json:"threads"` // threads seen, alive
+	// RunQueueLatency: from a thread's wakeup (or preemption) to running.
+	RunQueueLatency Histogram `json:"runqueue_latency"`
+	OnCPUSeconds    float64   `json:"on_cpu_seconds_total"`
+	OffCPUSeconds   float64   `json:"off_cpu_seconds_total"` // blocked (slept) time
+	RunQueueSeconds float64   `json:"runqueue_seconds_total"`
+	// Voluntary: the thread blocked; involuntary: it was preempted.
+	VoluntarySwitches   uint64 `json:"voluntary_switches"`
+	InvoluntarySwitches uint64 `json:"involuntary_switches"`
+	// GoroutineLatency: from a goroutine becoming runnable to running
+	// (OpenTelemetry's go.schedule.duration), from the goschedlat family.
+	GoroutineLatency *Histogram `json:"goroutine_schedule_latency,omitempty"`
 }
 
 // Trigger names, as gctrace and runtime/debug speak of them.
@@ -95,6 +188,12 @@ type Status struct {
 	// AttachLatency is the time from a new binary's exec to its probes being
 	// attached, for the last few binaries.
 	AttachLatencySeconds []float64 `json:"attach_latency_seconds"`
+	// TrapCostNs is what one uprobe hit costs a traced thread on this host
+	// (the trap, the kernel's uprobe dispatch, the return), as measured by
+	// the daemon at start or set by $GOPULSE_TRAP_COST_NS; TrapCostSource
+	// says which ("measured", "configured", or "pending").
+	TrapCostNs     float64 `json:"trap_cost_ns"`
+	TrapCostSource string  `json:"trap_cost_source"`
 }
 
 // BinaryStatus is one traced executable (one inode), probed once however
@@ -115,6 +214,22 @@ type FamilyStatus struct {
 	// Hits is the number of probe program runs (from kernel.bpf_stats_enabled
 	// when on, else 0).
 	Hits uint64 `json:"hits"`
+	// Error says why an enabled family is not running (it could not
+	// start); the other families run on.
+	Error string `json:"error,omitempty"`
+	// UprobeHits is the part of Hits that were uprobes: each one a trap in
+	// the traced program.
+	UprobeHits uint64 `json:"uprobe_hits"`
+	// HitsPerSecond and UprobeHitsPerSecond are recent rates.
+	HitsPerSecond       float64 `json:"hits_per_second"`
+	UprobeHitsPerSecond float64 `json:"uprobe_hits_per_second"`
+	// BPFSecondsPerSecond is the CPU time the kernel measured running the
+	// family's programs, per second (kernel run_time_ns).
+	BPFSecondsPerSecond float64 `json:"bpf_seconds_per_second"`
+	// EstCostSecondsPerSecond estimates the CPU time the family costs the
+	// traced programs, per second: uprobe hits/s × Status.TrapCostNs plus
+	// the BPF run time of its other programs. 0.01 is 1% of one CPU.
+	EstCostSecondsPerSecond float64 `json:"est_cost_seconds_per_second"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -6,276 +6,47 @@ package main
 // (runtime.MemStats printed by the fixture).
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/tools/e2etest"
 	"github.com/gopulse/gopulse/tools/fixturebuild"
 	"github.com/gopulse/gopulse/tools/testenv"
 )
 
-// memStats is a "baseline"/"final" line of the gcload fixture.
-type memStats struct{ numGC, forced, pauseNs uint64 }
-
-type fixtureRun struct {
-	pid             int
-	baseline, final memStats
-	result          string // deterministic output line
-}
-
-func parseStats(t *testing.T, line string) memStats {
-	t.Helper()
-	var m memStats
-	for _, f := range strings.Fields(line)[1:] {
-		k, v, _ := strings.Cut(f, "=")
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("fixture line %q: %v", line, err)
-		}
-		switch k {
-		case "numgc":
-			m.numGC = n
-		case "forced":
-			m.forced = n
-		case "pause_total_ns":
-			m.pauseNs = n
-		}
-	}
-	return m
-}
-
-// fixture is a running gcload process whose stdin gates its phases.
-type fixture struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Scanner
-	run   fixtureRun
-}
-
-func startFixture(t *testing.T, bin string, args ...string) *fixture {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	f.expect("ready")
-	f.run.pid = cmd.Process.Pid
-	return f
-}
-
-// expect reads lines up to one starting with prefix.
-func (f *fixture) expect(prefix string) string {
-	f.t.Helper()
-	for f.out.Scan() {
-		line := f.out.Text()
-		switch {
-		case strings.HasPrefix(line, "baseline "):
-			f.run.baseline = parseStats(f.t, line)
-		case strings.HasPrefix(line, "final "):
-			f.run.final = parseStats(f.t, line)
-		case strings.HasPrefix(line, "result "):
-			f.run.result = line
-		}
-		if strings.HasPrefix(line, prefix) {
-			return line
-		}
-	}
-	f.t.Fatalf("fixture ended before %q: %v", prefix, f.out.Err())
-	return ""
-}
-
-func (f *fixture) proceed() { _, _ = io.WriteString(f.stdin, "\n") }
-
-// finish lets a -hold fixture exit and waits for it.
-func (f *fixture) finish() fixtureRun {
-	f.t.Helper()
-	f.proceed()
-	if err := f.cmd.Wait(); err != nil {
-		f.t.Fatalf("fixture %s: %v", f.cmd.Path, err)
-	}
-	return f.run
-}
-
-// warmUp runs bin once, held until its binary is probed, so that the
-// next process of it is "a process of an already-seen binary".
-func warmUp(t *testing.T, d *daemon, bin string) {
-	t.Helper()
-	f := startFixture(t, bin, "-wait", "-hold", "-gcloop", "1")
-	d.waitBinary(t, bin)
-	f.proceed()
-	f.expect("final")
-	f.finish()
-}
-
-// runFixture runs gcload to completion.
-func runFixture(t *testing.T, bin string, args ...string) fixtureRun {
-	t.Helper()
-	f := startFixture(t, bin, args...)
-	f.expect("final")
-	if err := f.cmd.Wait(); err != nil {
-		t.Fatalf("fixture %s: %v", bin, err)
-	}
-	return f.run
-}
-
-type daemon struct {
-	cmd    *exec.Cmd
-	socket string
-	client *api.Client
-}
-
-var daemonBin string
-
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "gopulsed-e2e")
-		if err != nil {
-			panic(err)
-		}
-		daemonBin = filepath.Join(dir, "gopulsed")
-		if out, err := exec.Command("go", "build", "-o", daemonBin, ".").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build gopulsed: %v\n%s", err, out)
-			os.Exit(1)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
-
-func startDaemon(t *testing.T, args ...string) *daemon {
-	t.Helper()
-	testenv.RequireRoot(t)
-	sock := filepath.Join(t.TempDir(), "gopulse.sock")
-	cmd := exec.Command(daemonBin, append([]string{"--socket", sock}, args...)...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), "gopulsed.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, socket: sock, client: api.NewClient(sock)}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gopulsed exited with %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("gopulsed did not stop within 10s of SIGTERM")
-		}
-		if t.Failed() {
-			log, _ := os.ReadFile(logf.Name())
-			t.Logf("gopulsed log:\n%s", log)
-		}
-	})
-	waitFor(t, 20*time.Second, "gopulsed to serve", func() bool {
-		_, err := d.client.Status(context.Background())
-		return err == nil
-	})
-	return d
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (d *daemon) process(t *testing.T, pid int) (api.Process, bool) {
-	t.Helper()
-	ps, err := d.client.Processes(context.Background())
-	if err != nil {
-		t.Fatalf("ps: %v", err)
-	}
-	for _, p := range ps {
-		if p.PID == pid {
-			return p, true
-		}
-	}
-	return api.Process{}, false
-}
-
-// waitBinary waits until a binary at path has probes attached.
-func (d *daemon) waitBinary(t *testing.T, path string) {
-	t.Helper()
-	waitFor(t, 10*time.Second, "probes on "+path, func() bool {
-		st, err := d.client.Status(context.Background())
-		if err != nil {
-			return false
-		}
-		for _, b := range st.Binaries {
-			if strings.TrimSuffix(b.Path, " (deleted)") == path && b.Probes > 0 {
-				return true
-			}
-		}
-		return false
-	})
-}
-
 // checkCycles compares the daemon's figures for pid with the runtime's
 // deltas, waiting for in-flight events to be read.
-func (d *daemon) checkCycles(t *testing.T, pid int, want memStats) api.Process {
+func checkCycles(t *testing.T, d *e2etest.Daemon, pid int, want e2etest.MemStats) api.Process {
 	t.Helper()
 	var got api.Process
-	waitFor(t, 10*time.Second, fmt.Sprintf("pid %d to show %d cycles", pid, want.numGC), func() bool {
-		p, ok := d.process(t, pid)
+	e2etest.WaitFor(t, 10*time.Second, fmt.Sprintf("pid %d to show %d cycles", pid, want.NumGC), func() bool {
+		p, ok := d.Process(t, pid)
 		got = p
-		return ok && p.GCCycles >= want.numGC
+		return ok && p.GCCycles >= want.NumGC
 	})
-	if got.GCCycles != want.numGC {
-		t.Errorf("gc_cycles = %d, runtime NumGC delta = %d", got.GCCycles, want.numGC)
+	if got.GCCycles != want.NumGC {
+		t.Errorf("gc_cycles = %d, runtime NumGC delta = %d", got.GCCycles, want.NumGC)
 	}
-	if got.GCForcedCycles != want.forced {
-		t.Errorf("gc_forced_cycles = %d, runtime NumForcedGC delta = %d", got.GCForcedCycles, want.forced)
+	if got.GCForcedCycles != want.Forced {
+		t.Errorf("gc_forced_cycles = %d, runtime NumForcedGC delta = %d", got.GCForcedCycles, want.Forced)
 	}
 	pauseNs := got.GCPauseSecondsTotal * 1e9
-	if dev := math.Abs(pauseNs-float64(want.pauseNs)) / float64(want.pauseNs); dev > 0.15 {
-		t.Errorf("gc_pause_seconds_total = %.0fns, runtime PauseTotalNs delta = %dns (%.1f%% apart, want <= 15%%)", pauseNs, want.pauseNs, dev*100)
+	if dev := math.Abs(pauseNs-float64(want.PauseNs)) / float64(want.PauseNs); dev > 0.15 {
+		t.Errorf("gc_pause_seconds_total = %.0fns, runtime PauseTotalNs delta = %dns (%.1f%% apart, want <= 15%%)", pauseNs, want.PauseNs, dev*100)
 	}
 	t.Logf("pid %d: %d cycles (%d forced), pause %.0fns vs runtime %dns (%+.2f%%)", pid, got.GCCycles, got.GCForcedCycles,
-		pauseNs, want.pauseNs, (pauseNs-float64(want.pauseNs))/float64(want.pauseNs)*100)
+		pauseNs, want.PauseNs, (pauseNs-float64(want.PauseNs))/float64(want.PauseNs)*100)
 	return got
-}
-
-func sub(a, b memStats) memStats {
-	return memStats{numGC: a.numGC - b.numGC, forced: a.forced - b.forced, pauseNs: a.pauseNs - b.pauseNs}
 }
 
 var workload = []string{"-workers", "4", "-iters", "60000", "-forced", "6"}
@@ -283,16 +54,16 @@ var workload = []string{"-workers", "4", "-iters", "60000", "-forced", "6"}
 // A process of an already-probed binary, started after the daemon, is
 // traced from its first instruction: every cycle counts.
 func TestNewProcessOfKnownBinary(t *testing.T) {
-	d := startDaemon(t)
+	d := e2etest.StartDaemon(t)
 	for _, shape := range fixturebuild.Shapes() {
 		t.Run(shape.Name, func(t *testing.T) {
 			bin := fixturebuild.Build(t, "gcload", shape)
-			warmUp(t, d, bin)
-			run := runFixture(t, bin, workload...)
-			if run.final.numGC < 5 {
-				t.Fatalf("fixture ran only %d GC cycles; the workload is too small to compare", run.final.numGC)
+			e2etest.WarmUp(t, d, bin)
+			run := e2etest.RunFixture(t, bin, nil, workload...)
+			if run.Final.NumGC < 5 {
+				t.Fatalf("fixture ran only %d GC cycles; the workload is too small to compare", run.Final.NumGC)
 			}
-			p := d.checkCycles(t, run.pid, run.final)
+			p := checkCycles(t, d, run.PID, run.Final)
 			if p.GoVersion == "" || !strings.HasPrefix(p.GoVersion, shape.Toolchain) {
 				t.Errorf("go_version = %q, want %s.x", p.GoVersion, shape.Toolchain)
 			}
@@ -307,16 +78,16 @@ func TestProcessRunningBeforeDaemon(t *testing.T) {
 	for _, shape := range fixturebuild.Shapes() {
 		t.Run(shape.Name, func(t *testing.T) {
 			bin := fixturebuild.Build(t, "gcload", shape)
-			f := startFixture(t, bin, append([]string{"-wait", "-hold"}, workload...)...)
-			d := startDaemon(t)
-			waitFor(t, 10*time.Second, "the running fixture to be listed", func() bool {
-				_, ok := d.process(t, f.run.pid)
+			f := e2etest.StartFixture(t, bin, nil, append([]string{"-wait", "-hold"}, workload...)...)
+			d := e2etest.StartDaemon(t)
+			e2etest.WaitFor(t, 10*time.Second, "the running fixture to be listed", func() bool {
+				_, ok := d.Process(t, f.PID)
 				return ok
 			})
-			f.proceed()
-			f.expect("final")
-			d.checkCycles(t, f.run.pid, sub(f.run.final, f.run.baseline))
-			f.finish()
+			f.Proceed()
+			f.Expect("final")
+			checkCycles(t, d, f.PID, f.Final.Sub(f.Baseline))
+			f.Finish()
 		})
 	}
 }
@@ -325,41 +96,41 @@ func TestProcessRunningBeforeDaemon(t *testing.T) {
 // counted in the kernel), and per-cycle events are either delivered or
 // counted as lost.
 func TestHighCycleRate(t *testing.T) {
-	d := startDaemon(t)
+	d := e2etest.StartDaemon(t)
 	shape := fixturebuild.Shapes()[0]
 	bin := fixturebuild.Build(t, "gcload", shape)
-	warmUp(t, d, bin)
+	e2etest.WarmUp(t, d, bin)
 	before := familyStatus(t, d, "gc")
 	start := time.Now()
-	run := runFixture(t, bin, "-gcloop", "3000")
+	run := e2etest.RunFixture(t, bin, nil, "-gcloop", "3000")
 	elapsed := time.Since(start)
-	rate := float64(run.final.numGC) / elapsed.Seconds()
-	t.Logf("%d cycles in %v: %.0f cycles/s", run.final.numGC, elapsed, rate)
+	rate := float64(run.Final.NumGC) / elapsed.Seconds()
+	t.Logf("%d cycles in %v: %.0f cycles/s", run.Final.NumGC, elapsed, rate)
 	if rate < 200 {
 		t.Fatalf("only %.0f cycles/s; the test needs several hundred", rate)
 	}
-	d.checkCycles(t, run.pid, run.final)
+	checkCycles(t, d, run.PID, run.Final)
 	after := familyStatus(t, d, "gc")
 	events := after.Events - before.Events
 	lost := after.LostEvents - before.LostEvents
 	// Other Go processes on the host may add events; ours must all be
 	// there or counted as lost.
-	if events+lost < run.final.numGC {
-		t.Errorf("events %d + lost %d < cycles %d", events, lost, run.final.numGC)
+	if events+lost < run.Final.NumGC {
+		t.Errorf("events %d + lost %d < cycles %d", events, lost, run.Final.NumGC)
 	}
-	h, err := d.client.GCHistory(context.Background(), run.pid, 0)
+	h, err := d.Client.GCHistory(context.Background(), run.PID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lost == 0 && uint64(len(h.Cycles)) != min(run.final.numGC, 100) {
-		t.Errorf("history has %d cycles, want %d (nothing lost)", len(h.Cycles), min(run.final.numGC, 100))
+	if lost == 0 && uint64(len(h.Cycles)) != min(run.Final.NumGC, 100) {
+		t.Errorf("history has %d cycles, want %d (nothing lost)", len(h.Cycles), min(run.Final.NumGC, 100))
 	}
 	t.Logf("events %d, lost %d", events, lost)
 }
 
-func familyStatus(t *testing.T, d *daemon, name string) api.FamilyStatus {
+func familyStatus(t *testing.T, d *e2etest.Daemon, name string) api.FamilyStatus {
 	t.Helper()
-	st, err := d.client.Status(context.Background())
+	st, err := d.Client.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,12 +151,12 @@ func TestTracedOutputUnchanged(t *testing.T) {
 	for _, shape := range fixturebuild.Shapes() {
 		bin := fixturebuild.Build(t, "gcload", shape)
 		bins = append(bins, bin)
-		untraced[bin] = runFixture(t, bin, workload...).result
+		untraced[bin] = e2etest.RunFixture(t, bin, nil, workload...).Result
 	}
-	d := startDaemon(t)
+	d := e2etest.StartDaemon(t)
 	for _, bin := range bins {
-		warmUp(t, d, bin)
-		if got := runFixture(t, bin, workload...).result; got != untraced[bin] {
+		e2etest.WarmUp(t, d, bin)
+		if got := e2etest.RunFixture(t, bin, nil, workload...).Result; got != untraced[bin] {
 			t.Errorf("%s: traced output %q, untraced %q", bin, got, untraced[bin])
 		}
 	}
@@ -395,19 +166,19 @@ func TestTracedOutputUnchanged(t *testing.T) {
 // is logged, and the history of a process is readable with the CLI's
 // JSON names.
 func TestNewBinaryAttachLatency(t *testing.T) {
-	d := startDaemon(t)
+	d := e2etest.StartDaemon(t)
 	src := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
 	var lat []float64
 	for i := 0; i < 5; i++ {
 		// A copy is a new inode: a binary the daemon has never seen.
 		bin := filepath.Join(t.TempDir(), fmt.Sprintf("gcload-new-%d", i))
 		copyFile(t, src, bin)
-		f := startFixture(t, bin, "-wait", "-hold")
-		d.waitBinary(t, bin)
-		f.proceed()
-		f.expect("final")
-		f.finish()
-		st, err := d.client.Status(context.Background())
+		f := e2etest.StartFixture(t, bin, nil, "-wait", "-hold")
+		d.WaitBinary(t, bin)
+		f.Proceed()
+		f.Expect("final")
+		f.Finish()
+		st, err := d.Client.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -443,52 +214,48 @@ func copyFile(t *testing.T, src, dst string) {
 // Exited processes are forgotten after the grace period, and so are their
 // binaries' probes.
 func TestExitedProcessForgotten(t *testing.T) {
-	d := startDaemon(t, "--forget-after", "1s")
+	d := e2etest.StartDaemon(t, "--forget-after", "1s")
 	src := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
 	bin := filepath.Join(t.TempDir(), "gcload-forget")
 	copyFile(t, src, bin)
-	f := startFixture(t, bin, "-hold", "-gcloop", "3")
-	d.waitBinary(t, bin)
-	f.expect("final")
-	run := f.finish()
-	waitFor(t, 5*time.Second, "the process to show as exited", func() bool {
-		p, ok := d.process(t, run.pid)
+	f := e2etest.StartFixture(t, bin, nil, "-hold", "-gcloop", "3")
+	d.WaitBinary(t, bin)
+	f.Expect("final")
+	run := f.Finish()
+	e2etest.WaitFor(t, 5*time.Second, "the process to show as exited", func() bool {
+		p, ok := d.Process(t, run.PID)
 		return ok && p.Exited != nil
 	})
-	waitFor(t, 20*time.Second, "the exited process to be forgotten", func() bool {
-		_, ok := d.process(t, run.pid)
+	e2etest.WaitFor(t, 20*time.Second, "the exited process to be forgotten", func() bool {
+		_, ok := d.Process(t, run.PID)
 		return !ok
 	})
-	st, err := d.client.Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range st.Binaries {
-		if b.Path == bin {
-			t.Errorf("binary %s still probed after its last process was forgotten", bin)
-		}
-	}
+	// Detaching takes the kernel a while per probe: wait for it.
+	e2etest.WaitFor(t, 20*time.Second, "the binary's probes to go with its last process", func() bool {
+		_, ok := d.Binary(t, bin)
+		return !ok
+	})
 }
 
 // The CLI against the real daemon: ps and gc in JSON carry the names
 // scripts depend on.
 func TestCLIAgainstDaemon(t *testing.T) {
-	d := startDaemon(t)
+	d := e2etest.StartDaemon(t)
 	bin := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
-	f := startFixture(t, bin, append([]string{"-wait", "-hold"}, workload...)...)
-	waitFor(t, 10*time.Second, "the fixture to be listed", func() bool {
-		_, ok := d.process(t, f.run.pid)
+	f := e2etest.StartFixture(t, bin, nil, append([]string{"-wait", "-hold"}, workload...)...)
+	e2etest.WaitFor(t, 10*time.Second, "the fixture to be listed", func() bool {
+		_, ok := d.Process(t, f.PID)
 		return ok
 	})
-	f.proceed()
-	f.expect("final")
-	d.checkCycles(t, f.run.pid, sub(f.run.final, f.run.baseline))
+	f.Proceed()
+	f.Expect("final")
+	checkCycles(t, d, f.PID, f.Final.Sub(f.Baseline))
 
 	cli := filepath.Join(t.TempDir(), "gopulse")
 	if out, err := exec.Command("go", "build", "-o", cli, "../../tools/gopulse").CombinedOutput(); err != nil {
 		t.Fatalf("build gopulse: %v\n%s", err, out)
 	}
-	out, err := exec.Command(cli, "--socket", d.socket, "ps", "-o", "json").Output()
+	out, err := exec.Command(cli, "--socket", d.Socket, "ps", "-o", "json").Output()
 	if err != nil {
 		t.Fatalf("gopulse ps -o json: %v", err)
 	}
@@ -503,20 +270,63 @@ func TestCLIAgainstDaemon(t *testing.T) {
 				t.Errorf("ps -o json object lacks %q: %v", k, p)
 			}
 		}
-		if int(p["pid"].(float64)) == f.run.pid {
+		if int(p["pid"].(float64)) == f.PID {
 			found = true
 		}
 	}
 	if !found {
-		t.Errorf("ps -o json does not list pid %d", f.run.pid)
+		t.Errorf("ps -o json does not list pid %d", f.PID)
 	}
-	out, err = exec.Command(cli, "--socket", d.socket, "gc", strconv.Itoa(f.run.pid)).Output()
+	out, err = exec.Command(cli, "--socket", d.Socket, "gc", strconv.Itoa(f.PID)).Output()
 	if err != nil {
 		t.Fatalf("gopulse gc: %v", err)
 	}
 	if n := strings.Count(string(out), "\ngc "); n == 0 {
 		t.Errorf("gopulse gc shows no cycle lines:\n%s", out)
 	}
-	t.Logf("gopulse gc %d:\n%s", f.run.pid, out)
-	f.finish()
+	t.Logf("gopulse gc %d:\n%s", f.PID, out)
+	f.Finish()
+}
+
+// A probed binary overwritten in place (same inode, new bytes) loses its
+// probes at the first write, so the next process started from it is not
+// trapped at offsets that now fall mid-instruction; it is then probed anew.
+func TestBinaryRewrittenInPlace(t *testing.T) {
+	d := e2etest.StartDaemon(t)
+	shapes := fixturebuild.Shapes()
+	first := fixturebuild.Build(t, "gcload", shapes[0])
+	var second string
+	for _, s := range shapes {
+		if s.Toolchain != shapes[0].Toolchain {
+			second = fixturebuild.Build(t, "gcload", s)
+			break
+		}
+	}
+	want := e2etest.RunFixture(t, second, nil, workload...).Result
+
+	bin := filepath.Join(t.TempDir(), "gcload-rewritten")
+	copyFile(t, first, bin)
+	e2etest.WarmUp(t, d, bin)
+	data, err := os.ReadFile(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(bin, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e2etest.WaitFor(t, 5*time.Second, "the rewritten binary's probes to go", func() bool {
+		_, ok := d.Binary(t, bin)
+		return !ok
+	})
+	e2etest.WarmUp(t, d, bin)
+	run := e2etest.RunFixture(t, bin, nil, workload...)
+	if run.Result != want {
+		t.Errorf("rewritten binary printed %q, want %q", run.Result, want)
+	}
+	checkCycles(t, d, run.PID, run.Final)
 }

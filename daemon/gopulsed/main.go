@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,159 +21,253 @@ import (
 
 	"github.com/gopulse/gopulse/daemon/aggregate"
 	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/daemon/config"
 	"github.com/gopulse/gopulse/daemon/discovery"
+	"github.com/gopulse/gopulse/daemon/service"
 	"github.com/gopulse/gopulse/daemon/tracer"
 	"github.com/gopulse/gopulse/exporters"
 )
-
-type options struct {
-	socket      string
-	probes      string
-	history     int
-	maxPIDs     int
-	maxBinaries int
-	forgetAfter time.Duration
-	procRoot    string
-	logLevel    string
-	logFormat   string
-	export      exporters.Config
-}
-
-func parseFlags(args []string, stderr io.Writer) (options, error) {
-	var o options
-	fs := flag.NewFlagSet("gopulsed", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.socket, "socket", "/run/gopulse/gopulse.sock", "Unix socket of the query API (mode 0660)")
-	fs.StringVar(&o.probes, "probes", "default", "probe families: default, all, or a comma list (gc)")
-	fs.IntVar(&o.history, "history", 100, "GC cycles kept per process")
-	fs.IntVar(&o.maxPIDs, "max-pids", 4096, "Go processes tracked at once; more are counted as dropped")
-	fs.IntVar(&o.maxBinaries, "max-binaries", 1024, "Go executables (inodes) probed at once")
-	fs.DurationVar(&o.forgetAfter, "forget-after", 5*time.Minute, "how long an exited process stays listed")
-	fs.StringVar(&o.procRoot, "proc", "/proc", "procfs mount point")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
-	// Export settings: defaults, then the standard OTEL_* environment,
-	// then flags given explicitly.
-	def := exporters.Defaults()
-	var otlpEndpoint, otlpProtocol, promListen string
-	var otlpInsecure, perService bool
-	var interval time.Duration
-	var maxExport int
-	fs.StringVar(&otlpEndpoint, "otlp-endpoint", "", "OTLP collector URL, e.g. http://127.0.0.1:4317 (empty: OTEL_EXPORTER_OTLP_ENDPOINT, else no push)")
-	fs.StringVar(&otlpProtocol, "otlp-protocol", def.OTLPProtocol, "grpc or http/protobuf (else OTEL_EXPORTER_OTLP_PROTOCOL)")
-	fs.BoolVar(&otlpInsecure, "otlp-insecure", false, "push without TLS")
-	fs.DurationVar(&interval, "export-interval", def.Interval, "OTLP push interval (else OTEL_METRIC_EXPORT_INTERVAL)")
-	fs.StringVar(&promListen, "prometheus-listen", def.PrometheusListen, "address of the Prometheus /metrics endpoint (empty disables)")
-	fs.BoolVar(&perService, "export-per-service", false, "export series per service instead of per PID")
-	fs.IntVar(&maxExport, "export-max-processes", def.MaxProcesses, "processes exported as separate series")
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	exp, err := exporters.FromEnv(def, os.Getenv)
-	if err != nil {
-		return o, err
-	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "otlp-endpoint":
-			exp.OTLPEndpoint = otlpEndpoint
-		case "otlp-protocol":
-			exp.OTLPProtocol = otlpProtocol
-		case "otlp-insecure":
-			exp.OTLPInsecure = otlpInsecure
-		case "export-interval":
-			exp.Interval = interval
-		case "prometheus-listen":
-			exp.PrometheusListen = promListen
-		case "export-per-service":
-			exp.PerService = perService
-		case "export-max-processes":
-			exp.MaxProcesses = maxExport
-		}
-	})
-	exp.HostName, _ = os.Hostname()
-	o.export = exp
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if o.history < 1 || o.history > 100000 {
-		return o, fmt.Errorf("--history %d: want 1..100000", o.history)
-	}
-	if o.maxPIDs < 1 || o.maxBinaries < 1 {
-		return o, errors.New("--max-pids and --max-binaries must be positive")
-	}
-	return o, nil
-}
-
-func newLogger(o options, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", o.logLevel, err)
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	switch o.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
-}
 
 type systemClock struct{}
 
 func (systemClock) Now() time.Time           { return time.Now() }
 func (systemClock) Monotonic() time.Duration { return discovery.Monotonic() }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	o, err := parseFlags(args, stderr)
+// statusEvery is how often the status line systemctl shows is refreshed.
+const statusEvery = 10 * time.Second
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Take SIGHUP before anything else: its default action would end us.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	fset := flag.NewFlagSet("gopulsed", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	fl, err := config.Parse(args, fset)
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(o, stderr)
+	cfg, err := config.Load(fl, os.Getenv)
 	if err != nil {
 		return err
 	}
-	families, err := tracer.ParseFamilies(o.probes)
+	families, err := cfg.Families()
 	if err != nil {
-		return fmt.Errorf("--probes: %w", err)
+		return fmt.Errorf("probes: %w", err)
 	}
+	if fl.CheckOnly {
+		src := fl.ConfigPath
+		if _, err := os.Stat(src); err != nil {
+			src += " (absent: defaults)"
+		}
+		fmt.Fprintf(stdout, "configuration OK: %s\n", src)
+		for _, l := range cfg.Describe() {
+			fmt.Fprintf(stdout, "  %s\n", l)
+		}
+		return nil
+	}
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
+	}
+	log, err := service.NewLogger(cfg.LogFormat, level, stderr)
+	if err != nil {
+		return err
+	}
+	notify := service.NewNotifier(log)
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raise memlock limit: %w", err)
 	}
 	var exp *exporters.Exporter
 	agg := aggregate.New(aggregate.Config{
-		History: o.history, MaxProcs: o.maxPIDs, ForgetAfter: o.forgetAfter,
+		History: cfg.History, MaxProcs: cfg.MaxPIDs, ForgetAfter: cfg.ForgetAfter,
 		OnCycle: func(p api.Process, c api.GCCycle) { exp.ObserveCycle(p, c) },
 	}, systemClock{})
-	tr, err := tracer.New(log, tracer.Config{ProcRoot: o.procRoot, Families: families, MaxBinaries: o.maxBinaries}, agg)
+	tr, err := tracer.New(log, tracer.Config{ProcRoot: cfg.ProcRoot, Families: families, MaxBinaries: cfg.MaxBinaries}, agg)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	if exp, err = exporters.New(o.export, tr, log); err != nil {
+	if exp, err = exporters.New(cfg.Export, tr, log); err != nil {
 		return err
 	}
 
-	ln, err := api.Listen(o.socket, 0o660)
+	ln, activated, err := service.Listener(log, cfg.Socket, api.SocketGroup)
 	if err != nil {
 		return err
 	}
+	srv := api.NewServer(tr, log)
+	srv.RequirePeerGroup(api.SocketGroup, cfg.ProcRoot)
+
+	ready := make(chan struct{})
+	var readyOnce sync.Once
+	wdInterval := service.WatchdogInterval()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return tr.Run(ctx, func() { log.Info("ready", "socket", o.socket, "probes", families) })
+		return tr.Run(ctx, func() {
+			readyOnce.Do(func() {
+				log.Info("ready", "socket", ln.Addr().String(), "socket_activated", activated, "probes", families,
+					"config", fl.ConfigPath, "watchdog", wdInterval*2)
+				notify.Ready(statusLine(tr.Status()))
+				close(ready)
+			})
+		})
 	})
-	g.Go(func() error { return api.NewServer(tr, log).Serve(ctx, ln) })
+	g.Go(func() error { return srv.Serve(ctx, ln) })
 	g.Go(func() error { return exp.Run(ctx) })
+	g.Go(func() error {
+		// Until the probes are attached (systemd's TimeoutStartSec= bounds
+		// that), the event loop has not turned yet: feed the watchdog
+		// unconditionally; from then on only while the tracer is healthy.
+		started := false
+		service.Watchdog(ctx, notify, log, wdInterval, func() error {
+			if !started {
+				select {
+				case <-ready:
+					started = true
+				default:
+					return nil
+				}
+			}
+			return tr.Health()
+		})
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ready:
+		}
+		service.Every(ctx, statusEvery, func() {
+			if tr.Health() == nil {
+				notify.Status(statusLine(tr.Status()))
+			}
+		})
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ready:
+		}
+		r := &reloader{fl: fl, running: cfg, log: log, level: level, tr: tr, exp: exp, notify: notify}
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+				r.reload()
+			}
+		}
+	})
+	<-ctx.Done()
+	notify.Stopping()
+	log.Info("stopping")
 	err = g.Wait()
 	log.Info("stopped")
 	return err
 }
 
+// statusLine is the STATUS= systemctl status shows.
+func statusLine(st api.Status) string {
+	var events, lost uint64
+	for _, f := range st.Families {
+		events += f.Events
+		lost += f.LostEvents
+	}
+	line := fmt.Sprintf("tracing %s in %s; probes %s; %d events, %d lost",
+		service.Plural(st.Processes, "Go process", "Go processes"),
+		service.Plural(len(st.Binaries), "binary", "binaries"),
+		strings.Join(st.Probes, ","), events, lost)
+	if st.ProcessesDropped > 0 {
+		line += fmt.Sprintf("; %d processes dropped (max_pids)", st.ProcessesDropped)
+	}
+	return line
+}
+
+// reloader applies a SIGHUP: it reads the configuration again (file,
+// environment, the same flags) and applies what can change at run time.
+type reloader struct {
+	fl      *config.Flags
+	running config.Config
+	log     *slog.Logger
+	level   *slog.LevelVar
+	tr      *tracer.Tracer
+	exp     *exporters.Exporter
+	notify  *service.Notifier
+}
+
+func (r *reloader) reload() {
+	r.notify.Reloading()
+	defer func() { r.notify.Ready(statusLine(r.tr.Status())) }()
+	r.log.Info("SIGHUP: reloading the configuration", "config", r.fl.ConfigPath)
+	loaded, err := config.Load(r.fl, os.Getenv)
+	if err != nil {
+		r.log.Error("reload failed, the running configuration stays", "err", err)
+		return
+	}
+	changes := config.Diff(r.running, loaded)
+	if len(changes) == 0 {
+		r.log.Info("reload: nothing changed")
+		return
+	}
+	next := r.running
+	exportChanged := false
+	var restart []string
+	for _, c := range changes {
+		if !c.Live {
+			restart = append(restart, c.Key)
+			r.log.Warn("reload: this change needs a restart (systemctl restart gopulsed)", "key", c.Key, "running", c.Old, "configured", c.New)
+			continue
+		}
+		switch {
+		case c.Key == "probes":
+			names, err := loaded.Families()
+			if err != nil {
+				r.log.Error("reload: probes", "err", err)
+				continue
+			}
+			added, removed, err := r.tr.SetFamilies(names)
+			if err != nil {
+				r.log.Error("reload: changing the probe families failed", "key", c.Key, "added", added, "removed", removed, "err", err)
+				continue
+			}
+			next.Probes = loaded.Probes
+			r.log.Info("reload: probe families changed", "key", c.Key, "old", c.Old, "new", c.New, "added", added, "removed", removed)
+		case c.Key == "log.level":
+			if err := r.level.UnmarshalText([]byte(loaded.LogLevel)); err != nil {
+				r.log.Error("reload: log level", "err", err)
+				continue
+			}
+			next.LogLevel = loaded.LogLevel
+			r.log.Info("reload: log level changed", "key", c.Key, "old", c.Old, "new", c.New)
+		case strings.HasPrefix(c.Key, "export."):
+			exportChanged = true
+			r.log.Info("reload: export setting changed", "key", c.Key, "old", c.Old, "new", c.New)
+		}
+	}
+	if exportChanged {
+		if err := r.exp.Reconfigure(loaded.Export); err != nil {
+			r.log.Error("reload: the exporters refused the new settings; the running ones stay", "err", err)
+		} else {
+			next.Export = loaded.Export
+		}
+	}
+	r.running = next
+	if len(restart) > 0 {
+		r.log.Warn("reload: done; some changes wait for a restart", "needs_restart", restart)
+	} else {
+		r.log.Info("reload: done")
+	}
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}

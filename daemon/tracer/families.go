@@ -2,16 +2,38 @@ package tracer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/gc"
+	"github.com/gopulse/gopulse/probes/madvise"
+	"github.com/gopulse/gopulse/probes/mheaplock"
+	"github.com/gopulse/gopulse/probes/sched"
 )
+
+// tracker is a family whose kernel side only follows the processes user
+// space tells it of (tracepoint families: the tracepoints fire for every
+// process on the host, and the programs drop the untraced ones first).
+type tracker interface {
+	Track(pid uint32)
+}
+
+// trackFamilies tells the running families of a newly traced process.
+func (t *Tracer) trackFamilies(pid int) {
+	for _, l := range t.families() {
+		if tr, ok := l.f.(tracker); ok {
+			tr.Track(uint32(pid))
+		}
+	}
+}
 
 // family is a loaded probe family as the tracer drives it.
 type family interface {
@@ -46,6 +68,55 @@ var registry = []familyDef{
 			})
 		},
 	},
+	{
+		// Syscall tracepoints only: no trap in the traced programs.
+		name: madvise.Name, dflt: true,
+		load: func() (family, error) { return madvise.New() },
+		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
+			return f.(*madvise.Family).Read(ctx, func(ev *madvise.Event) {
+				count()
+				t.agg.Madvise(ev)
+			})
+		},
+	},
+	{
+		// Scheduler BTF tracepoints only: no trap in the traced programs.
+		name: sched.Name, dflt: true,
+		load: func() (family, error) { return sched.New() },
+		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
+			return f.(*sched.Family).Read(ctx, func(pid uint32, p *sched.Proc) {
+				count()
+				t.agg.Sched(pid, p)
+			})
+		},
+	},
+	{
+		// Opt-in: the futex tracepoints run on every futex call of the
+		// host, and on Go >= 1.24 each contended runtime lock sleep is a
+		// uprobe trap.
+		name: mheaplock.Name,
+		load: func() (family, error) { return mheaplock.New() },
+		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
+			return f.(*mheaplock.Family).Read(ctx, func(pid uint32, p *mheaplock.Proc, method string) {
+				count()
+				t.agg.MheapLock(pid, p, method)
+			})
+		},
+	},
+}
+
+// FamiliesHelp lists the families for --probes help texts, e.g.
+// "gc*, madvise*, sched*, mheaplock (* in default)".
+func FamiliesHelp() string {
+	var names []string
+	for _, d := range registry {
+		if d.dflt {
+			names = append(names, d.name+"*")
+		} else {
+			names = append(names, d.name)
+		}
+	}
+	return strings.Join(names, ", ") + " (* in default)"
 }
 
 // ParseFamilies turns a --probes value into family names.
@@ -83,10 +154,15 @@ type loaded struct {
 	events atomic.Uint64
 	stop   context.CancelFunc
 	done   chan error
+
+	started time.Time
+	costMu  sync.Mutex
+	cost    costSample // last rate sample, for status (cost.go)
 }
 
 // startFamily loads, attaches and starts reading a family. t.famMu held.
 func (t *Tracer) startFamily(ctx context.Context, def familyDef) error {
+	startCostAccounting()
 	f, err := def.load()
 	if err != nil {
 		return err
@@ -95,7 +171,12 @@ func (t *Tracer) startFamily(ctx context.Context, def familyDef) error {
 		f.Close()
 		return err
 	}
-	l := &loaded{def: def, f: f, watch: &readerWatch{name: def.name, src: f}, done: make(chan error, 1)}
+	if tr, ok := f.(tracker); ok {
+		for _, pid := range t.agg.Running() {
+			tr.Track(uint32(pid))
+		}
+	}
+	l := &loaded{def: def, f: f, watch: &readerWatch{name: def.name, src: f}, done: make(chan error, 1), started: time.Now()}
 	rctx, stop := context.WithCancel(ctx)
 	l.stop = stop
 	go func() {
@@ -107,6 +188,18 @@ func (t *Tracer) startFamily(ctx context.Context, def familyDef) error {
 		l.done <- err
 	}()
 	t.fams[def.name] = l
+	return nil
+}
+
+// tryStartFamily starts a family, recording (and logging) why it could
+// not. t.famMu held.
+func (t *Tracer) tryStartFamily(ctx context.Context, def familyDef) error {
+	if err := t.startFamily(ctx, def); err != nil {
+		t.famErrs[def.name] = err.Error()
+		t.log.Error("probe family not started", "probe", def.name, "err", err)
+		return err
+	}
+	delete(t.famErrs, def.name)
 	return nil
 }
 
@@ -129,6 +222,7 @@ func (t *Tracer) stopFamily(name string) error {
 func (t *Tracer) SetFamilies(names []string) (added, removed []string, err error) {
 	t.famMu.Lock()
 	defer t.famMu.Unlock()
+	var errs []error
 	if t.runCtx == nil {
 		return nil, nil, fmt.Errorf("tracer not running")
 	}
@@ -144,14 +238,20 @@ func (t *Tracer) SetFamilies(names []string) (added, removed []string, err error
 		if _, on := t.fams[def.name]; on || !slices.Contains(names, def.name) {
 			continue
 		}
-		if err := t.startFamily(t.runCtx, def); err != nil {
-			return added, removed, fmt.Errorf("start %s: %w", def.name, err)
+		if err := t.tryStartFamily(t.runCtx, def); err != nil {
+			errs = append(errs, fmt.Errorf("start %s: %w", def.name, err))
+			continue
 		}
 		added = append(added, def.name)
 	}
+	for name := range t.famErrs {
+		if !slices.Contains(names, name) {
+			delete(t.famErrs, name)
+		}
+	}
 	t.cfg.Families = slices.Clone(names)
 	slices.Sort(removed)
-	return added, removed, nil
+	return added, removed, errors.Join(errs...)
 }
 
 // families returns the running families, by name.

@@ -6,7 +6,6 @@ package tracer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -62,14 +61,20 @@ type Tracer struct {
 
 	disc *discovery.Discovery
 	att  *probes.Attacher
+	mods *modWatch
 
 	started   time.Time
 	heartbeat atomic.Int64 // unix ns of the event loop's last turn
-	discWatch *readerWatch
+	// Exec events missed (queue full here, or ring buffer full in the
+	// kernel) since the last /proc rescan.
+	execsDropped atomic.Uint64
+	discLost     uint64
+	discWatch    *readerWatch
 
-	famMu  sync.Mutex
-	fams   map[string]*loaded
-	runCtx context.Context // families started later read under it
+	famMu   sync.Mutex
+	fams    map[string]*loaded
+	famErrs map[string]string // enabled families that could not start, and why
+	runCtx  context.Context   // families started later read under it
 
 	mu        sync.Mutex
 	notGo     map[fileKey]struct{}
@@ -90,11 +95,15 @@ func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, erro
 		cfg.SweepEvery = 5 * time.Second
 	}
 	t := &Tracer{
-		log: log, cfg: cfg, agg: agg, started: time.Now(), fams: map[string]*loaded{},
+		log: log, cfg: cfg, agg: agg, started: time.Now(), fams: map[string]*loaded{}, famErrs: map[string]string{},
 		notGo: map[fileKey]struct{}{}, bins: map[goinspect.FileID]*binInfo{}, pidBin: map[int]goinspect.FileID{},
 	}
 	var err error
 	if t.disc, err = discovery.New(); err != nil {
+		return nil, err
+	}
+	if t.mods, err = newModWatch(); err != nil {
+		t.Close()
 		return nil, err
 	}
 	t.discWatch = &readerWatch{name: "discovery", src: t.disc}
@@ -116,6 +125,9 @@ func (t *Tracer) Close() {
 	if t.att != nil {
 		t.att.Close()
 	}
+	if t.mods != nil {
+		t.mods.close()
+	}
 	if t.disc != nil {
 		t.disc.Close()
 	}
@@ -131,15 +143,33 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error {
 		return t.disc.Read(ctx, func(ev discovery.Event) {
 			if ev.Kind == discovery.Exit {
-				t.exited(ev.PID)
+				t.agg.Exited(ev.PID)
 				return
 			}
 			select {
 			case execs <- ev:
 			default:
-				t.log.Warn("exec queue full, process discovered by the next scan only", "pid", ev.PID)
+				// The next sweep rescans /proc and finds it.
+				t.execsDropped.Add(1)
 			}
 		})
+	})
+	// Writes to probed binaries are handled on the event loop, before any
+	// exec queued behind them, so a process started from a rewritten file
+	// gets fresh probes, never the old ones.
+	mods := make(chan goinspect.FileID, 64)
+	g.Go(func() error {
+		return t.mods.run(func(id goinspect.FileID) {
+			select {
+			case mods <- id:
+			case <-ctx.Done():
+			}
+		})
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		t.mods.close()
+		return nil
 	})
 	// Families load before the scan, so the processes it finds get every
 	// family's probes at once.
@@ -149,10 +179,9 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 		if !slices.Contains(t.cfg.Families, def.name) {
 			continue
 		}
-		if err := t.startFamily(ctx, def); err != nil {
-			t.famMu.Unlock()
-			return fmt.Errorf("start %s probes: %w", def.name, err)
-		}
+		// A family that cannot start (a kernel without its tracepoint,
+		// say) is reported, not fatal: the others keep tracing.
+		t.tryStartFamily(ctx, def)
 	}
 	t.famMu.Unlock()
 	g.Go(func() error {
@@ -169,7 +198,17 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 			select {
 			case <-ctx.Done():
 				return nil
+			case id := <-mods:
+				t.modified(id)
 			case ev := <-execs:
+				for drained := false; !drained; {
+					select {
+					case id := <-mods:
+						t.modified(id)
+					default:
+						drained = true
+					}
+				}
 				t.exec(ev)
 			case <-sweep.C:
 				t.sweep()
@@ -198,10 +237,6 @@ func (t *Tracer) exec(ev discovery.Event) {
 		// us; a no-op for the usual untraced process.
 		t.forget(ev.PID)
 	}
-}
-
-func (t *Tracer) exited(pid int) {
-	t.agg.Exited(pid)
 }
 
 // track starts tracing pid if it runs Go, and reports whether it does. exec
@@ -262,6 +297,14 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		// reachable: a short-lived process still gets its binary probed
 		// for the next ones.
 		bin, err := t.att.Attach(b, exe)
+		if err == nil {
+			if werr := t.mods.add(bin.ID, bin.OpenPath()); werr != nil {
+				// Unwatched probes could end up mid-instruction in a
+				// rewritten file: better no probes.
+				t.att.Detach(bin.ID)
+				err = werr
+			}
+		}
 		info = &binInfo{goVersion: b.GoVersion, pie: b.PIE, static: b.Static, stripped: b.Stripped, pids: map[int]struct{}{}}
 		b.Close()
 		if err != nil {
@@ -312,6 +355,7 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		return false
 	}
 	t.bind(pid, key.id, info)
+	t.trackFamilies(pid)
 	return true
 }
 
@@ -369,14 +413,34 @@ func (t *Tracer) unbind(pid int) {
 	}
 	t.mu.Unlock()
 	if detach {
+		t.mods.remove(id)
 		t.att.Detach(id)
 		t.log.Info("binary detached: no process left", "dev", id.Dev, "ino", id.Ino)
 	}
 }
 
-// sweep forgets processes past the grace period and catches exits whose
-// event was lost.
+// modified drops the probes of a binary written to in place; the next
+// process started from it is inspected anew.
+func (t *Tracer) modified(id goinspect.FileID) {
+	start := time.Now()
+	t.mods.remove(id)
+	t.att.Detach(id)
+	t.mu.Lock()
+	delete(t.bins, id)
+	t.mu.Unlock()
+	t.log.Warn("binary modified in place: probes removed", "dev", id.Dev, "ino", id.Ino,
+		"detach_ms", float64(time.Since(start).Microseconds())/1000)
+}
+
+// sweep forgets processes past the grace period, catches exits whose
+// event was lost, and rescans /proc when exec events were lost.
 func (t *Tracer) sweep() {
+	lost, _ := t.disc.Lost()
+	if dropped := t.execsDropped.Swap(0); dropped > 0 || lost != t.discLost {
+		t.log.Warn("exec events lost: rescanning /proc", "dropped", dropped, "ring_lost", lost-t.discLost)
+		t.discLost = lost
+		t.scan()
+	}
 	for _, pid := range t.agg.Running() {
 		if _, err := os.Stat(filepath.Join(t.cfg.ProcRoot, strconv.Itoa(pid))); errors.Is(err, os.ErrNotExist) {
 			t.agg.Exited(pid)
@@ -402,6 +466,7 @@ func (t *Tracer) Status() api.Status {
 		Version: Version, Started: t.started, Probes: fams,
 		Processes: t.agg.Len(), ProcessesDropped: t.agg.Dropped(),
 	}
+	s.TrapCostNs, s.TrapCostSource = trapCost()
 	t.mu.Lock()
 	s.AttachLatencySeconds = slices.Clone(t.latencies)
 	counts := map[goinspect.FileID]int{}
@@ -422,8 +487,14 @@ func (t *Tracer) Status() api.Status {
 	for _, l := range t.families() {
 		f := api.FamilyStatus{Name: l.def.name, Events: l.events.Load(), Hits: hits(l.f.Programs())}
 		f.LostEvents, _ = l.f.Lost()
+		l.costStatus(&f, s.TrapCostNs)
 		s.Families = append(s.Families, f)
 	}
+	t.famMu.Lock()
+	for name, e := range t.famErrs {
+		s.Families = append(s.Families, api.FamilyStatus{Name: name, Error: e})
+	}
+	t.famMu.Unlock()
 	return s
 }
 

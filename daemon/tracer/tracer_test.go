@@ -24,10 +24,11 @@ func TestParseFamilies(t *testing.T) {
 		want []string
 		err  string
 	}{
-		{in: "default", want: []string{"gc"}},
-		{in: "all", want: []string{"gc"}},
+		{in: "default", want: []string{"gc", "madvise", "sched"}},
+		{in: "all", want: []string{"gc", "madvise", "mheaplock", "sched"}},
 		{in: "gc, gc", want: []string{"gc"}},
-		{in: "gc,default", want: []string{"gc"}},
+		{in: "gc,default", want: []string{"gc", "madvise", "sched"}},
+		{in: "mheaplock", want: []string{"mheaplock"}},
 		{in: "gcc", err: `unknown probe family "gcc"`},
 		{in: "", err: `unknown probe family ""`},
 	} {

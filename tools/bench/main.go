@@ -45,12 +45,16 @@ var workloads = []workload{
 
 func main() {
 	rounds := flag.Int("rounds", 7, "alternating untraced/traced pairs per workload")
+	famRounds := flag.Int("family-rounds", 5, "alternating untraced/traced pairs per workload and --probes setting (0: skip)")
 	flag.Parse()
+	benchFamilyRounds = *famRounds
 	if err := run(*rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
+
+var benchFamilyRounds int
 
 func run(rounds int) error {
 	if os.Geteuid() != 0 {
@@ -114,6 +118,9 @@ func run(rounds int) error {
 		est := median(hits) * trapNs / 1e9 / median(cpu)
 		fmt.Printf("| %s | %.3fs | %.3fs | %.3f× | %.0f | %.0f | %.3f%% |\n",
 			w.name, mp, mt, mt/mp, median(cycles), median(hits), est*100)
+	}
+	if benchFamilyRounds > 0 {
+		return runFamilies(dir, daemon, benchFamilyRounds)
 	}
 	return nil
 }

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/gopulse/gopulse/tools/testenv"
 )
 
 // Module is the main module's path, used to recognise the repository root.
@@ -138,16 +140,6 @@ func buildEnv(tc toolchain, cgo bool) []string {
 	)
 }
 
-// unavailable skips the test, except in CI, where a missing toolchain must
-// not silently turn coverage into skips.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // RepoRoot returns the root of the gopulse module, found by walking up from
 // the working directory (a test's package directory).
 func RepoRoot(t testing.TB) string {
@@ -203,7 +195,7 @@ func Build(t testing.TB, program string, s Shape) string {
 	}
 	version, err := toolchainVersion(s.Toolchain, modDir)
 	if err != nil {
-		unavailable(t, "fixturebuild: shape %s: toolchain unavailable: %v", s.Name, err)
+		testenv.Unavailable(t, "fixturebuild: shape %s: toolchain unavailable: %v", s.Name, err)
 	}
 	if s.CGO {
 		cc := os.Getenv("CC")
@@ -211,7 +203,7 @@ func Build(t testing.TB, program string, s Shape) string {
 			cc = "gcc"
 		}
 		if _, err := exec.LookPath(cc); err != nil {
-			unavailable(t, "fixturebuild: shape %s: no C compiler: %v", s.Name, err)
+			testenv.Unavailable(t, "fixturebuild: shape %s: no C compiler: %v", s.Name, err)
 		}
 	}
 	hash, err := sourceHash(modDir, program, s)

@@ -31,6 +31,9 @@ pauses...) of every Go process on this host.
 Commands:
   ps            list the traced Go processes
   gc PID        show the last GC cycles of a process, gctrace style
+  lock PID      show the heap lock contention of a process (mheaplock family)
+  mem PID       show the memory a process returned to the OS (madvise family)
+  sched PID     show how a process's threads are scheduled (sched family)
   status        show the daemon's health: probes, binaries, lost events
   help [CMD]    show this help, or a command's
 
@@ -74,6 +77,27 @@ var commands = []*command{
 			fs.IntVar(&o.last, "last", defaultLast, "show the last `N` cycles (0: all the daemon kept)")
 		},
 		exec: execGC,
+	},
+	{
+		name:    "lock",
+		args:    "PID",
+		summary: "Show how often process PID's threads slept for the heap lock (runtime.mheap_.lock) and how long, beside the other runtime locks.",
+		nargs:   1,
+		exec:    execSection(writeLock),
+	},
+	{
+		name:    "mem",
+		args:    "PID",
+		summary: "Show the memory process PID gave back to the OS (madvise, by advice and by who asked in the runtime) and its RSS.",
+		nargs:   1,
+		exec:    execSection(writeMem),
+	},
+	{
+		name:    "sched",
+		args:    "PID",
+		summary: "Show how process PID's OS threads are scheduled: run-queue latency, on/off-CPU time, switches, threads.",
+		nargs:   1,
+		exec:    execSection(writeSched),
 	},
 	{
 		name:    "status",
@@ -222,7 +246,7 @@ func validate(cmd *command, o *options, pos []string) error {
 		}
 		return fmt.Errorf("%s: too many arguments: %q", cmd.name, strings.Join(pos[cmd.nargs:], " "))
 	}
-	if cmd.name == "gc" {
+	if cmd.nargs == 1 && cmd.args == "PID" {
 		if _, err := parsePID(pos[0]); err != nil {
 			return err
 		}
@@ -289,6 +313,25 @@ func execGC(ctx context.Context, c *api.Client, o *options, args []string, stdou
 		return writeJSON(stdout, h)
 	}
 	return writeGC(stdout, h, o.last)
+}
+
+// execSection shows one section of a process; with -o json, the whole
+// api.Process (the section is its mheap_lock, madvise or sched object).
+func execSection(write func(io.Writer, api.Process) error) func(context.Context, *api.Client, *options, []string, io.Writer) error {
+	return func(ctx context.Context, c *api.Client, o *options, args []string, stdout io.Writer) error {
+		pid, err := parsePID(args[0])
+		if err != nil {
+			return err
+		}
+		h, err := c.GCHistory(ctx, pid, 1)
+		if err != nil {
+			return err
+		}
+		if o.output == "json" {
+			return writeJSON(stdout, h.Process)
+		}
+		return write(stdout, h.Process)
+	}
 }
 
 func execStatus(ctx context.Context, c *api.Client, o *options, _ []string, stdout io.Writer) error {

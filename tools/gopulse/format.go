@@ -28,13 +28,28 @@ func writePS(w io.Writer, ps []api.Process) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "PID\tEXE\tGO\tGC\tFORCED\tTOTAL-PAUSE\tLAST-PAUSE\tCYCLES/S\tSTATE")
+	fmt.Fprintln(tw, "PID\tEXE\tGO\tGC\tFORCED\tTOTAL-PAUSE\tLAST-PAUSE\tCYCLES/S\tHEAPLOCK-WAIT\tRELEASED\tRSS\tRUNQ-P99\tTHREADS\tSTATE")
 	for _, p := range ps {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n",
+		lockWait, released, rss, rq, threads := "-", "-", "-", "-", "-"
+		if p.MheapLock != nil {
+			lockWait = humanSeconds(p.MheapLock.WaitSeconds)
+		}
+		if p.Madvise != nil {
+			released = humanBytes(p.Madvise.ReleasedBytes)
+			if p.Exited == nil {
+				rss = humanBytes(p.Madvise.RSSBytes)
+			}
+		}
+		if p.Sched != nil {
+			rq = humanSeconds(p.Sched.RunQueueLatency.P99Seconds)
+			threads = strconv.Itoa(p.Sched.Threads)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			p.PID, exeName(p.Exe), orDash(p.GoVersion),
 			p.GCCycles, p.GCForcedCycles,
 			humanSeconds(p.GCPauseSecondsTotal), humanSeconds(p.GCLastPauseSeconds),
-			strconv.FormatFloat(p.GCCyclesPerSecond, 'f', 2, 64), state(p))
+			strconv.FormatFloat(p.GCCyclesPerSecond, 'f', 2, 64),
+			lockWait, released, rss, rq, threads, state(p))
 	}
 	return tw.Flush()
 }
@@ -213,11 +228,25 @@ func writeStatus(w io.Writer, st api.Status) error {
 	b.WriteString("\n")
 	if len(st.Families) > 0 {
 		tw := newTable(&b)
-		fmt.Fprintln(tw, "FAMILY\tEVENTS\tLOST\tHITS")
+		fmt.Fprintln(tw, "FAMILY\tEVENTS\tLOST\tHITS\tHITS/S\tTRAPS/S\tEST-COST")
 		for _, f := range st.Families {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", f.Name, f.Events, f.LostEvents, f.Hits)
+			if f.Error != "" {
+				fmt.Fprintf(tw, "%s\tNOT RUNNING: %s\n", f.Name, f.Error)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", f.Name, f.Events, f.LostEvents, f.Hits,
+				strconv.FormatFloat(f.HitsPerSecond, 'f', 0, 64), strconv.FormatFloat(f.UprobeHitsPerSecond, 'f', 0, 64),
+				costString(f.EstCostSecondsPerSecond))
 		}
 		tw.Flush()
+		trap := "not measured yet"
+		if st.TrapCostNs > 0 {
+			trap = fmt.Sprintf("%s per uprobe hit (%s)", humanSeconds(st.TrapCostNs/1e9), st.TrapCostSource)
+		} else if st.TrapCostSource != "" {
+			trap = st.TrapCostSource
+		}
+		fmt.Fprintf(&b, "\ntrap cost: %s. EST-COST = traps/s x trap cost + BPF run time/s, in CPU time per second across\n"+
+			"the traced programs (1%% = 10ms of one CPU per second). Hit counts need kernel.bpf_stats_enabled (on while gopulsed runs).\n", trap)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -281,4 +310,144 @@ func uptime(started time.Time) string {
 		d = 0
 	}
 	return d.Round(time.Second).String()
+}
+
+// costString formats CPU seconds per second as a percentage of one CPU.
+func costString(v float64) string {
+	if !(v > 0) {
+		return "0"
+	}
+	pct := v * 100
+	switch {
+	case pct < 0.001:
+		return "<0.001%"
+	case pct < 1:
+		return strconv.FormatFloat(pct, 'f', 3, 64) + "%"
+	}
+	return strconv.FormatFloat(pct, 'f', 1, 64) + "%"
+}
+
+// humanBytes formats a byte count with a binary unit: 512B, 4.0KiB, 130MiB.
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatUint(n, 10) + "B"
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return sig3(v) + []string{"KiB", "MiB", "GiB", "TiB", "PiB"}[i]
+}
+
+func histLine(h api.Histogram) string {
+	if h.Count == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d, p50 %s, p90 %s, p99 %s, total %s", h.Count,
+		humanSeconds(h.P50Seconds), humanSeconds(h.P90Seconds), humanSeconds(h.P99Seconds), humanSeconds(h.SumSeconds))
+}
+
+// histBars draws a histogram's buckets, one line each.
+func histBars(b *strings.Builder, h api.Histogram) {
+	var peak uint64
+	for _, c := range h.Counts {
+		peak = max(peak, c)
+	}
+	if peak == 0 {
+		return
+	}
+	first := 0
+	for first < len(h.Counts) && h.Counts[first] == 0 {
+		first++
+	}
+	for i := first; i < len(h.Counts); i++ {
+		up := "+Inf"
+		if h.BucketUpperSeconds[i] >= 0 {
+			up = humanSeconds(h.BucketUpperSeconds[i])
+		}
+		n := int(h.Counts[i] * 40 / peak)
+		if h.Counts[i] > 0 && n == 0 {
+			n = 1
+		}
+		fmt.Fprintf(b, "    <= %-7s %10d %s\n", up, h.Counts[i], strings.Repeat("#", n))
+	}
+}
+
+func sectionHeader(b *strings.Builder, p api.Process) {
+	fmt.Fprintf(b, "PID %d  %s  %s  %s\n", p.PID, exeName(p.Exe), orDash(p.GoVersion), stateLong(p))
+}
+
+func writeLock(w io.Writer, p api.Process) error {
+	var b strings.Builder
+	sectionHeader(&b, p)
+	l := p.MheapLock
+	if l == nil {
+		b.WriteString("no heap-lock figures: the mheaplock family is off (gopulsed --probes ...,mheaplock) or has not seen this process\n")
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+	fmt.Fprintf(&b, "runtime.mheap_.lock (observed via %s):\n", l.Method)
+	fmt.Fprintf(&b, "  contended acquisitions (slept): %d, %.2f/s\n", l.Contended, l.ContendedPerSecond)
+	fmt.Fprintf(&b, "  wait: %s\n", histLine(l.Wait))
+	histBars(&b, l.Wait)
+	fmt.Fprintf(&b, "other runtime locks: %d contended, %s waited\n", l.OtherContended, humanSeconds(l.OtherWaitSeconds))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeMem(w io.Writer, p api.Process) error {
+	var b strings.Builder
+	sectionHeader(&b, p)
+	m := p.Madvise
+	if m == nil {
+		b.WriteString("no madvise figures: the madvise family is off or this process made no madvise call yet\n")
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+	fmt.Fprintf(&b, "released to the OS: %s total, %s/s (last minute); RSS now %s\n",
+		humanBytes(m.ReleasedBytes), humanBytes(uint64(m.ReleasedBytesPerSecond)), humanBytes(m.RSSBytes))
+	if len(m.ReleasedBySource) > 0 {
+		var parts []string
+		for _, k := range []string{api.SourceBackgroundScavenger, api.SourceAllocation, api.SourceFreeOSMemory, api.SourceOther, api.SourceUnknown} {
+			if v, ok := m.ReleasedBySource[k]; ok {
+				parts = append(parts, k+" "+humanBytes(v))
+			}
+		}
+		fmt.Fprintf(&b, "  by who asked: %s\n", strings.Join(parts, ", "))
+	}
+	tw := newTable(&b)
+	fmt.Fprintln(tw, "  ADVICE\tCALLS\tBYTES")
+	for _, a := range m.Advice {
+		fmt.Fprintf(tw, "  %s\t%d\t%s\n", a.Advice, a.Calls, humanBytes(a.Bytes))
+	}
+	tw.Flush()
+	if m.Errors > 0 {
+		fmt.Fprintf(&b, "  failed calls: %d\n", m.Errors)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeSched(w io.Writer, p api.Process) error {
+	var b strings.Builder
+	sectionHeader(&b, p)
+	s := p.Sched
+	if s == nil {
+		b.WriteString("no scheduling figures: the sched family is off or has not seen this process yet\n")
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+	fmt.Fprintf(&b, "OS threads: %d; on CPU %s, off CPU (blocked) %s, waiting to run %s\n", s.Threads,
+		humanSeconds(s.OnCPUSeconds), humanSeconds(s.OffCPUSeconds), humanSeconds(s.RunQueueSeconds))
+	fmt.Fprintf(&b, "switches: %d voluntary, %d involuntary (preempted)\n", s.VoluntarySwitches, s.InvoluntarySwitches)
+	fmt.Fprintf(&b, "run-queue latency: %s\n", histLine(s.RunQueueLatency))
+	histBars(&b, s.RunQueueLatency)
+	if g := s.GoroutineLatency; g != nil {
+		fmt.Fprintf(&b, "goroutine scheduling latency: %s\n", histLine(*g))
+		histBars(&b, *g)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/* Map layouts shared by mheaplock.bpf.c and, through bpf2go -type, probes/mheaplock. */
+#ifndef GOPULSE_MHEAPLOCK_H
+#define GOPULSE_MHEAPLOCK_H
+
+#include "hist.h"
+
+#define LOCK_MAX_PROCS 16384
+
+/* Per traced process: created by user space with mheap_addr (the run-time
+ * address of runtime.mheap_.lock's key word) and spinbit, updated by the
+ * kernel side, polled by user space. */
+struct lock_proc {
+	__u64 mheap_addr;
+	__u64 spinbit; /* 1: Go >= 1.24 spin-bit mutex, sleeps are marked by the lock2 uprobe */
+	__u64 contended;
+	__u64 wait_ns;
+	__u64 other_contended;
+	__u64 other_wait_ns;
+	__u64 wait_hist[HIST_BUCKETS]; /* mheap_.lock sleeps, ns */
+};
+
+#endif

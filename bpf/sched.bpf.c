@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+/*
+ * sched probe family: how the OS threads of traced Go processes are
+ * scheduled, from the kernel's sched_switch / sched_wakeup(_new) BTF
+ * tracepoints. No uprobe: nothing runs in the traced program.
+ *
+ * Per thread: when it was queued (woken, or preempted while runnable),
+ * switched in, switched out blocked. Run-queue latency = switched in -
+ * queued; off-CPU = woken - switched out blocked; on-CPU = switched out -
+ * switched in. Switches are voluntary (blocked) or involuntary (preempted),
+ * as the kernel's nvcsw/nivcsw count them.
+ */
+#include "gopulse.h"
+#include "sched.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+struct thread_state {
+	__u64 queued;  /* runnable since; 0: not queued */
+	__u64 on;      /* on CPU since; 0: not running */
+	__u64 blocked; /* blocked since; 0: not blocked */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SCHED_MAX_PROCS);
+	__type(key, __u32); /* tgid */
+	__type(value, struct sched_proc);
+} sched_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SCHED_MAX_THREADS);
+	__type(key, __u32); /* tid */
+	__type(value, struct thread_state);
+} sched_threads SEC(".maps");
+
+const struct sched_proc *unused_sched_proc __attribute__((unused));
+
+/* thread returns tid's state, creating it (and counting the thread) on
+ * first sight. */
+static __always_inline struct thread_state *thread(__u32 tid, struct sched_proc *p)
+{
+	struct thread_state *t = bpf_map_lookup_elem(&sched_threads, &tid);
+	if (t)
+		return t;
+	struct thread_state zero = {};
+	if (bpf_map_update_elem(&sched_threads, &tid, &zero, BPF_NOEXIST) == 0)
+		__sync_fetch_and_add(&p->threads, 1);
+	return bpf_map_lookup_elem(&sched_threads, &tid);
+}
+
+static __always_inline void queued(struct task_struct *task, __u64 now)
+{
+	__u32 tgid = task->tgid, tid = task->pid;
+	struct sched_proc *p = bpf_map_lookup_elem(&sched_procs, &tgid);
+	if (!p)
+		return;
+	struct thread_state *t = thread(tid, p);
+	if (!t)
+		return;
+	if (t->blocked) {
+		__sync_fetch_and_add(&p->off_cpu_ns, now - t->blocked);
+		t->blocked = 0;
+	}
+	if (!t->queued)
+		t->queued = now;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(sched_wakeup, struct task_struct *p)
+{
+	queued(p, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(sched_wakeup_new, struct task_struct *p)
+{
+	queued(p, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tgid = prev->tgid, tid = prev->pid;
+	struct sched_proc *p = bpf_map_lookup_elem(&sched_procs, &tgid);
+	if (p) {
+		/* Looked up, not created: a thread is first seen when woken or
+		 * switched in, and an exiting thread's last switch must not
+		 * bring it back. */
+		struct thread_state *t = bpf_map_lookup_elem(&sched_threads, &tid);
+		if (t) {
+			if (t->on) {
+				__sync_fetch_and_add(&p->on_cpu_ns, now - t->on);
+				t->on = 0;
+			}
+			if (!preempt && prev_state) {
+				__sync_fetch_and_add(&p->voluntary, 1);
+				t->blocked = now;
+			} else {
+				__sync_fetch_and_add(&p->involuntary, 1);
+				t->queued = now;
+			}
+		}
+	}
+	tgid = next->tgid;
+	tid = next->pid;
+	p = bpf_map_lookup_elem(&sched_procs, &tgid);
+	if (!p)
+		return 0;
+	struct thread_state *t = thread(tid, p);
+	if (!t)
+		return 0;
+	if (t->queued) {
+		__u64 d = now - t->queued;
+		__sync_fetch_and_add(&p->rq_ns, d);
+		__sync_fetch_and_add(&p->rq_hist[hist_bucket(d)], 1);
+		t->queued = 0;
+	}
+	t->blocked = 0;
+	t->on = now;
+	return 0;
+}
+
+/* A thread that exits is no longer counted. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_exit, struct task_struct *task)
+{
+	__u32 tgid = task->tgid, tid = task->pid;
+	struct thread_state *t = bpf_map_lookup_elem(&sched_threads, &tid);
+	if (!t)
+		return 0;
+	bpf_map_delete_elem(&sched_threads, &tid);
+	struct sched_proc *p = bpf_map_lookup_elem(&sched_procs, &tgid);
+	if (p)
+		__sync_fetch_and_add(&p->threads, -1);
+	return 0;
+}

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/* Map layouts shared by sched.bpf.c and, through bpf2go -type, probes/sched. */
+#ifndef GOPULSE_SCHED_H
+#define GOPULSE_SCHED_H
+
+#include "hist.h"
+
+#define SCHED_MAX_PROCS 16384
+#define SCHED_MAX_THREADS 65536
+
+/* Per traced process: created by user space when it starts tracing the
+ * process (the BPF-side filter), updated by the kernel side, read by user
+ * space every second. */
+struct sched_proc {
+	__u64 rq_hist[HIST_BUCKETS]; /* run-queue latency, ns */
+	__u64 rq_ns;                 /* sum of run-queue latencies */
+	__u64 on_cpu_ns;
+	__u64 off_cpu_ns; /* blocked: switched out not runnable, until woken */
+	__u64 voluntary;
+	__u64 involuntary;
+	__s64 threads; /* seen and not exited */
+};
+
+#endif

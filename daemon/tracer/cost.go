@@ -1,0 +1,198 @@
+package tracer
+
+import (
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/probes/goinspect"
+)
+
+// What a family costs the traced programs, for `gopulse status`:
+//
+//   - a uprobe hit is a trap in the traced thread: int3, the kernel's
+//     uprobe dispatch, the BPF program, the single-step or emulation of the
+//     displaced instruction, the return. The daemon measures it once at
+//     start, on itself (trapTarget called with and without a uprobe), or
+//     takes $GOPULSE_TRAP_COST_NS;
+//   - a tracepoint hit costs what the kernel measured running its program
+//     (run_time_ns), plus a small dispatch cost not counted.
+//
+// The estimate is uprobe hits/s × trap cost + BPF run time of the other
+// programs per second, in CPU seconds per second. Hit counts and run times
+// need kernel.bpf_stats_enabled, which the daemon keeps on while it runs
+// (BPF_ENABLE_STATS; it adds two clock reads to every program run).
+
+// TrapCostEnv overrides the measured cost of one uprobe hit, in ns.
+const TrapCostEnv = "GOPULSE_TRAP_COST_NS"
+
+var trapState struct {
+	once   sync.Once
+	mu     sync.Mutex
+	ns     float64
+	source string
+	stats  interface{ Close() error }
+}
+
+// startCostAccounting enables BPF run-time stats and measures the trap
+// cost in the background, once per daemon.
+func startCostAccounting() {
+	trapState.once.Do(func() {
+		if c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
+			trapState.stats = c // kept for the daemon's life
+		}
+		if v, err := strconv.ParseFloat(os.Getenv(TrapCostEnv), 64); err == nil && v > 0 {
+			setTrapCost(v, "configured")
+			return
+		}
+		setTrapCost(0, "pending")
+		go func() {
+			if ns, err := measureTrapCost(); err == nil {
+				setTrapCost(ns, "measured")
+			} else {
+				setTrapCost(0, "unavailable: "+err.Error())
+			}
+		}()
+	})
+}
+
+func setTrapCost(ns float64, source string) {
+	trapState.mu.Lock()
+	defer trapState.mu.Unlock()
+	trapState.ns, trapState.source = ns, source
+}
+
+func trapCost() (float64, string) {
+	trapState.mu.Lock()
+	defer trapState.mu.Unlock()
+	return trapState.ns, trapState.source
+}
+
+//go:noinline
+func trapTarget(i int) int { return i + 1 }
+
+var trapSink int
+
+// measureTrapCost times trapTarget with and without a uprobe (a program
+// that returns at once, filtered to this process), alternating, and
+// returns the median extra time per call.
+func measureTrapCost() (float64, error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.Kprobe,
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		License:      "Dual MIT/GPL",
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer prog.Close()
+	b, err := goinspect.Open("/proc/self/exe")
+	if err != nil {
+		return 0, err
+	}
+	fn, err := b.Func("github.com/gopulse/gopulse/daemon/tracer.trapTarget")
+	if err != nil {
+		b.Close()
+		return 0, err
+	}
+	off, err := b.FileOffset(fn.Entry)
+	path := b.AttachPath()
+	if err != nil {
+		b.Close()
+		return 0, err
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		b.Close()
+		return 0, err
+	}
+	defer b.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const calls = 5000
+	loop := func() time.Duration {
+		start := time.Now()
+		s := 0
+		for i := 0; i < calls; i++ {
+			s = trapTarget(s)
+		}
+		trapSink = s
+		return time.Since(start)
+	}
+	var diffs []float64
+	for r := 0; r < 5; r++ {
+		plain := loop()
+		l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: off, PID: os.Getpid()})
+		if err != nil {
+			return 0, err
+		}
+		traced := loop()
+		l.Close()
+		diffs = append(diffs, float64(traced-plain)/calls)
+	}
+	slices.Sort(diffs)
+	return max(diffs[len(diffs)/2], 0), nil
+}
+
+// costSample is a family's counters at one time, for rates.
+type costSample struct {
+	at              time.Time
+	hits, uhits     uint64
+	runNs           uint64
+	hitsPS, uhitsPS float64
+	bpfPS           float64
+	haveRates       bool
+}
+
+// costStatus fills a family's cost figures; rates are over the time since
+// the previous sample (at least a second; the first covers the time since
+// the family started).
+func (l *loaded) costStatus(f *api.FamilyStatus, trapNs float64) {
+	var now costSample
+	now.at = time.Now()
+	for _, p := range l.f.Programs() {
+		if p == nil {
+			continue
+		}
+		st, err := p.Stats()
+		if err != nil {
+			continue
+		}
+		now.hits += st.RunCount
+		if p.Type() == ebpf.Kprobe { // uprobes are kprobe-type programs
+			now.uhits += st.RunCount
+		} else {
+			now.runNs += uint64(st.Runtime)
+		}
+	}
+	l.costMu.Lock()
+	prev := l.cost
+	if prev.at.IsZero() {
+		prev.at = l.started
+	}
+	if dt := now.at.Sub(prev.at).Seconds(); dt >= 1 || !prev.haveRates {
+		dt = max(dt, 1e-3)
+		now.hitsPS = float64(now.hits-min(prev.hits, now.hits)) / dt
+		now.uhitsPS = float64(now.uhits-min(prev.uhits, now.uhits)) / dt
+		now.bpfPS = float64(now.runNs-min(prev.runNs, now.runNs)) / 1e9 / dt
+		now.haveRates = true
+		l.cost = now
+	} else {
+		now.hitsPS, now.uhitsPS, now.bpfPS = prev.hitsPS, prev.uhitsPS, prev.bpfPS
+	}
+	l.costMu.Unlock()
+	f.UprobeHits = now.uhits
+	f.HitsPerSecond = now.hitsPS
+	f.UprobeHitsPerSecond = now.uhitsPS
+	f.BPFSecondsPerSecond = now.bpfPS
+	f.EstCostSecondsPerSecond = now.uhitsPS*trapNs/1e9 + now.bpfPS
+}

@@ -1,0 +1,207 @@
+// Package madvise is the madvise probe family: the memory a traced Go
+// process hands back to the OS (or advises on), per advice, from the
+// syscalls:sys_{enter,exit}_madvise tracepoints; no uprobe. Each call's user stack
+// says who in the runtime asked: the background scavenger, the scavenging
+// an allocation does (memory limit, heap growth), debug.FreeOSMemory.
+package madvise
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/gopulse/gopulse/probes"
+)
+
+// Name of the family, as --probes spells it.
+const Name = "madvise"
+
+// Linux madvise advice values gopulse names.
+const (
+	AdvNormal     = 0
+	AdvRandom     = 1
+	AdvSequential = 2
+	AdvWillNeed   = 3
+	AdvDontNeed   = 4
+	AdvFree       = 8
+	AdvRemove     = 9
+	AdvDontFork   = 10
+	AdvDoFork     = 11
+	AdvMergeable  = 12
+	AdvUnmergable = 13
+	AdvHugePage   = 14
+	AdvNoHugePage = 15
+	AdvDontDump   = 16
+	AdvDoDump     = 17
+	AdvWipeOnFork = 18
+	AdvKeepOnFork = 19
+	AdvCold       = 20
+	AdvPageOut    = 21
+	AdvPopulateR  = 22
+	AdvPopulateW  = 23
+	AdvDontNeedLk = 24
+	AdvCollapse   = 25
+	// Slots is the number of advice slots the kernel side counts; the last
+	// one gathers every advice value >= Slots-1.
+	Slots = 32
+)
+
+// AdviceName is the MADV_ name of an advice value.
+func AdviceName(adv int32) string {
+	names := map[int32]string{
+		AdvNormal: "normal", AdvRandom: "random", AdvSequential: "sequential", AdvWillNeed: "willneed",
+		AdvDontNeed: "dontneed", AdvFree: "free", AdvRemove: "remove", AdvDontFork: "dontfork",
+		AdvDoFork: "dofork", AdvMergeable: "mergeable", AdvUnmergable: "unmergeable",
+		AdvHugePage: "hugepage", AdvNoHugePage: "nohugepage", AdvDontDump: "dontdump",
+		AdvDoDump: "dodump", AdvWipeOnFork: "wipeonfork", AdvKeepOnFork: "keeponfork",
+		AdvCold: "cold", AdvPageOut: "pageout", AdvPopulateR: "populate_read",
+		AdvPopulateW: "populate_write", AdvDontNeedLk: "dontneed_locked", AdvCollapse: "collapse",
+	}
+	if n, ok := names[adv]; ok {
+		return n
+	}
+	return fmt.Sprintf("advice_%d", adv)
+}
+
+// Releases reports whether an advice gives memory back to the OS (RSS
+// drops at once or under pressure).
+func Releases(adv int32) bool {
+	switch adv {
+	case AdvDontNeed, AdvFree, AdvRemove, AdvDontNeedLk, AdvPageOut:
+		return true
+	}
+	return false
+}
+
+// Who asked, from the call's user stack.
+const (
+	SourceBackground = "background_scavenger" // runtime.bgscavenge
+	SourceAlloc      = "allocation"           // scavenging by an allocation (memory limit, heap growth)
+	SourceForced     = "free_os_memory"       // debug.FreeOSMemory
+	SourceOther      = "other"                // e.g. huge page hints at heap growth
+	SourceUnknown    = "unknown"              // stack unreadable
+)
+
+// Event is one madvise call of a traced process.
+type Event struct {
+	madviseMadvEvent
+	Source string
+}
+
+// Family is the loaded madvise family.
+type Family struct {
+	objs     madviseObjects
+	rd       *ringbuf.Reader
+	consumed atomic.Uint64
+	syms     probes.ProcSymbols
+}
+
+// New loads the family's programs.
+func New() (*Family, error) {
+	f := &Family{}
+	if err := loadMadviseObjects(&f.objs, nil); err != nil {
+		return nil, fmt.Errorf("load madvise programs: %w", err)
+	}
+	rd, err := ringbuf.NewReader(f.objs.MadvEvents)
+	if err != nil {
+		f.objs.Close()
+		return nil, fmt.Errorf("madvise ring buffer: %w", err)
+	}
+	f.rd = rd
+	return f, nil
+}
+
+// Spec is the family's one kernel probe.
+func (f *Family) Spec() probes.Spec {
+	return probes.Spec{
+		Family: Name,
+		Tracepoints: []probes.Tracepoint{
+			{Name: "syscalls:sys_enter_madvise", Program: f.objs.MadvEnter},
+			{Name: "syscalls:sys_exit_madvise", Program: f.objs.MadvExit},
+		},
+	}
+}
+
+// Programs returns the programs, for run counts.
+func (f *Family) Programs() []*ebpf.Program {
+	return []*ebpf.Program{f.objs.MadvEnter, f.objs.MadvExit}
+}
+
+// Track starts counting pid's madvise calls (the kernel side ignores every
+// process not tracked).
+func (f *Family) Track(pid uint32) {
+	var zero madviseMadvTotals
+	_ = f.objs.MadvProcs.Update(pid, &zero, ebpf.UpdateNoExist)
+}
+
+// Forget drops an exited process's kernel-side state.
+func (f *Family) Forget(pid uint32) {
+	_ = f.objs.MadvProcs.Delete(pid)
+	f.syms.Forget(pid)
+}
+
+// Read hands every event to fn until the family is closed or ctx is done.
+func (f *Family) Read(ctx context.Context, fn func(*Event)) error {
+	stop := context.AfterFunc(ctx, func() { f.rd.Close() })
+	defer stop()
+	var rec ringbuf.Record
+	var ev Event
+	for {
+		if err := f.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read madvise events: %w", err)
+		}
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &ev.madviseMadvEvent); err != nil {
+			return fmt.Errorf("decode madvise event (%d bytes): %w", len(rec.RawSample), err)
+		}
+		n := min(int(ev.Nframes), len(ev.Stack))
+		ev.Source = Classify(f.syms.Resolve(ev.Pid, ev.Stack[:n]))
+		fn(&ev)
+		f.consumed.Add(1)
+	}
+}
+
+// Classify names who asked for a madvise from the functions on its stack,
+// innermost first. The kernel walks the user stack by frame pointers, which
+// Go keeps on amd64 and which systemstack links to the goroutine's stack
+// (checked on Go 1.19 and 1.26).
+func Classify(funcs []string) string {
+	if len(funcs) == 0 {
+		return SourceUnknown
+	}
+	for _, fn := range funcs {
+		switch {
+		case strings.HasPrefix(fn, "runtime/debug.freeOSMemory"),
+			strings.HasPrefix(fn, "runtime.runtime_debug_freeOSMemory"),
+			strings.HasPrefix(fn, "runtime/debug.FreeOSMemory"),
+			fn == "runtime.(*mheap).scavengeAll":
+			return SourceForced
+		case fn == "runtime.bgscavenge", strings.HasPrefix(fn, "runtime.(*scavengerState)."):
+			return SourceBackground
+		case fn == "runtime.(*mheap).allocSpan", fn == "runtime.(*mheap).grow", fn == "runtime.gcPaceScavenger":
+			return SourceAlloc
+		}
+	}
+	return SourceOther
+}
+
+// Backlog reports the ring buffer's unread bytes and the events consumed.
+func (f *Family) Backlog() (int, uint64) { return f.rd.AvailableBytes(), f.consumed.Load() }
+
+// Lost is the number of events the ring buffer had no room for.
+func (f *Family) Lost() (uint64, error) { return probes.SumPerCPU(f.objs.MadvLost) }
+
+// Close unloads the family.
+func (f *Family) Close() error {
+	f.rd.Close()
+	return f.objs.Close()
+}

@@ -1,0 +1,204 @@
+// Package mheaplock is the mheaplock probe family: how often threads of a
+// traced Go process had to sleep for the heap lock (runtime.mheap_.lock)
+// and how long they slept, beside the same figures for the runtime's other
+// internal locks. Only the contended path is observed; see
+// bpf/mheaplock.bpf.c and probes/README.md.
+package mheaplock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/goinspect"
+)
+
+// Name of the family, as --probes spells it.
+const Name = "mheaplock"
+
+// Methods (api.MheapLockStats.Method).
+const (
+	MethodFutex   = "futex"
+	MethodSpinbit = "spinbit"
+)
+
+// Proc is the kernel side's running totals for one process.
+type Proc = mheaplockLockProc
+
+// Family is the loaded mheaplock family.
+type Family struct {
+	objs     mheaplockObjects
+	consumed atomic.Uint64
+	procRoot string
+
+	mu   sync.Mutex
+	bins map[goinspect.FileID]binFacts
+}
+
+type binFacts struct {
+	base    goinspect.LoadBase
+	mheap   uint64 // link-time address of mheap_.lock.key
+	spinbit bool
+	err     error
+}
+
+const maxBins = 256
+
+// New loads the family's programs.
+func New() (*Family, error) {
+	f := &Family{procRoot: "/proc", bins: map[goinspect.FileID]binFacts{}}
+	if err := loadMheaplockObjects(&f.objs, nil); err != nil {
+		return nil, fmt.Errorf("load mheaplock programs: %w", err)
+	}
+	return f, nil
+}
+
+// Spec: the futex tracepoints, and on spin-bit runtimes a uprobe at each
+// `CALL runtime.semasleep` of runtime.lock2 (its sleep path only).
+func (f *Family) Spec() probes.Spec {
+	return probes.Spec{
+		Family: Name,
+		Uprobes: []probes.Uprobe{{
+			Symbol: "runtime.lock2", Entry: f.objs.LockSleep, Sites: SleepSites,
+			When: func(fa probes.Facts) bool { return fa.SpinbitMutex },
+		}},
+		Tracepoints: []probes.Tracepoint{
+			{Name: "syscalls:sys_enter_futex", Program: f.objs.LockFutexEnter},
+			{Name: "syscalls:sys_exit_futex", Program: f.objs.LockFutexExit},
+		},
+	}
+}
+
+// Programs returns the programs, for run counts.
+func (f *Family) Programs() []*ebpf.Program {
+	return []*ebpf.Program{f.objs.LockSleep, f.objs.LockFutexEnter, f.objs.LockFutexExit}
+}
+
+// Track starts observing pid: it finds mheap_.lock in its binary (cached
+// per binary) and in its address space (PIE).
+func (f *Family) Track(pid uint32) {
+	_ = f.TrackErr(pid)
+}
+
+// TrackErr is Track, reporting why a process cannot be observed.
+func (f *Family) TrackErr(pid uint32) error {
+	id, err := goinspect.StatPID(f.procRoot, int(pid))
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	bf, ok := f.bins[id]
+	f.mu.Unlock()
+	if !ok {
+		bf = inspect(f.procRoot, pid)
+		f.mu.Lock()
+		if len(f.bins) >= maxBins {
+			clear(f.bins)
+		}
+		f.bins[id] = bf
+		f.mu.Unlock()
+	}
+	if bf.err != nil {
+		return bf.err
+	}
+	bias, err := bf.base.Bias(f.procRoot, int(pid))
+	if err != nil {
+		return err
+	}
+	p := Proc{MheapAddr: bf.mheap + bias}
+	if bf.spinbit {
+		p.Spinbit = 1
+	}
+	return f.objs.LockProcs.Update(pid, &p, ebpf.UpdateNoExist)
+}
+
+func inspect(procRoot string, pid uint32) binFacts {
+	b, err := goinspect.OpenPID(procRoot, int(pid))
+	if err != nil {
+		return binFacts{err: err}
+	}
+	defer b.Close()
+	var bf binFacts
+	if bf.base, err = b.LoadBase(); err != nil {
+		return binFacts{err: err}
+	}
+	if bf.mheap, err = MheapLockAddr(b); err != nil {
+		return binFacts{err: err}
+	}
+	if bf.spinbit, err = SpinbitLock(b); err != nil {
+		return binFacts{err: err}
+	}
+	return bf
+}
+
+// Method says how pid's contention is observed, "" if it is not.
+func (f *Family) Method(pid uint32) string {
+	var p Proc
+	if err := f.objs.LockProcs.Lookup(pid, &p); err != nil {
+		return ""
+	}
+	if p.Spinbit != 0 {
+		return MethodSpinbit
+	}
+	return MethodFutex
+}
+
+// Forget drops an exited process's kernel-side state.
+func (f *Family) Forget(pid uint32) { _ = f.objs.LockProcs.Delete(pid) }
+
+// Read polls the per-process totals every second and hands each to fn.
+func (f *Family) Read(ctx context.Context, fn func(pid uint32, p *Proc, method string)) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if err := f.Poll(fn); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Poll hands every tracked process's totals to fn once.
+func (f *Family) Poll(fn func(pid uint32, p *Proc, method string)) error {
+	var pid uint32
+	var p Proc
+	it := f.objs.LockProcs.Iterate()
+	for it.Next(&pid, &p) {
+		m := MethodFutex
+		if p.Spinbit != 0 {
+			m = MethodSpinbit
+		}
+		fn(pid, &p, m)
+		f.consumed.Add(1)
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return fmt.Errorf("read mheaplock totals: %w", err)
+	}
+	return nil
+}
+
+// Lookup returns pid's totals.
+func (f *Family) Lookup(pid uint32) (Proc, bool) {
+	var p Proc
+	err := f.objs.LockProcs.Lookup(pid, &p)
+	return p, err == nil
+}
+
+// Backlog: totals are polled, nothing queues.
+func (f *Family) Backlog() (int, uint64) { return 0, f.consumed.Load() }
+
+// Lost: nothing is lost, the totals are kept in the kernel.
+func (f *Family) Lost() (uint64, error) { return 0, nil }
+
+// Close unloads the family.
+func (f *Family) Close() error { return f.objs.Close() }
