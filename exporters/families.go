@@ -42,7 +42,6 @@ var (
 		desc: "Distribution of the waits for runtime.mheap_.lock (power-of-two buckets from 1 ns).", family: "mheaplock"}
 )
 
-
 const (
 	attrAdvice        = attribute.Key("go.memory.advice")
 	attrReleaseSource = attribute.Key("go.memory.release.source")
