@@ -5,19 +5,14 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/gopulse/gopulse/probes"
@@ -45,9 +40,8 @@ type Event struct {
 
 // Discovery owns the exec/exit programs and their ring buffer.
 type Discovery struct {
-	objs     discObjects
-	rd       *ringbuf.Reader
-	consumed atomic.Uint64
+	objs discObjects
+	ring *probes.Ring[discDiscEvent]
 }
 
 // New loads the programs; they run once the attacher attaches Spec.
@@ -56,12 +50,12 @@ func New() (*Discovery, error) {
 	if err := loadDiscObjects(&d.objs, nil); err != nil {
 		return nil, fmt.Errorf("load discovery programs: %w", err)
 	}
-	rd, err := ringbuf.NewReader(d.objs.ProcEvents)
+	ring, err := probes.NewRing[discDiscEvent]("process", d.objs.ProcEvents)
 	if err != nil {
 		d.objs.Close()
-		return nil, fmt.Errorf("discovery ring buffer: %w", err)
+		return nil, err
 	}
-	d.rd = rd
+	d.ring = ring
 	return d, nil
 }
 
@@ -83,20 +77,7 @@ func (d *Discovery) Programs() []*ebpf.Program {
 
 // Read delivers events to fn until closed or ctx is done.
 func (d *Discovery) Read(ctx context.Context, fn func(Event)) error {
-	stop := context.AfterFunc(ctx, func() { d.rd.Close() })
-	defer stop()
-	var rec ringbuf.Record
-	var raw discDiscEvent
-	for {
-		if err := d.rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("read process events: %w", err)
-		}
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
-			return fmt.Errorf("decode process event: %w", err)
-		}
+	return d.ring.Read(ctx, func(raw *discDiscEvent) {
 		ev := Event{PID: int(raw.Pid), Kind: Kind(raw.Kind), At: time.Duration(raw.Ts)}
 		if ev.Kind == Exec {
 			// The kernel's dev_t is MAJOR<<20|MINOR; stat(2) encodes it
@@ -106,22 +87,19 @@ func (d *Discovery) Read(ctx context.Context, fn func(Event)) error {
 			ev.Filename = cString(raw.Filename[:])
 		}
 		fn(ev)
-		d.consumed.Add(1)
-	}
+	})
 }
 
 // Backlog is the unread bytes in the ring buffer and the records read so
 // far: a backlog that stays while the count stands still is a stuck reader.
-func (d *Discovery) Backlog() (pending int, consumed uint64) {
-	return d.rd.AvailableBytes(), d.consumed.Load()
-}
+func (d *Discovery) Backlog() (pending int, consumed uint64) { return d.ring.Backlog() }
 
 // Lost is the number of events the ring buffer had no room for.
 func (d *Discovery) Lost() (uint64, error) { return probes.SumPerCPU(d.objs.ProcLost) }
 
 // Close stops the reader and unloads the programs.
 func (d *Discovery) Close() error {
-	d.rd.Close()
+	d.ring.Close()
 	return d.objs.Close()
 }
 

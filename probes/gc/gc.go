@@ -6,12 +6,9 @@ package gc
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/gopulse/gopulse/probes"
 )
@@ -35,9 +32,8 @@ const (
 
 // Family owns the loaded GC programs and their ring buffer.
 type Family struct {
-	objs     gcObjects
-	rd       *ringbuf.Reader
-	consumed atomic.Uint64
+	objs gcObjects
+	ring *probes.Ring[Event]
 }
 
 // New loads the GC programs into the kernel.
@@ -46,12 +42,12 @@ func New() (*Family, error) {
 	if err := loadGcObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
 	}
-	rd, err := ringbuf.NewReader(f.objs.GcEvents)
+	ring, err := probes.NewRing[Event](Name, f.objs.GcEvents)
 	if err != nil {
 		f.objs.Close()
-		return nil, fmt.Errorf("gc ring buffer: %w", err)
+		return nil, err
 	}
-	f.rd = rd
+	f.ring = ring
 	return f, nil
 }
 
@@ -82,35 +78,12 @@ func (f *Family) Programs() []*ebpf.Program {
 	return []*ebpf.Program{f.objs.GcStartCycle, f.objs.GcEndCycle, f.objs.GcStwStartEntry, f.objs.GcStwStartRet, f.objs.GcFinishTransition, f.objs.GcProcExec, f.objs.GcProcExit}
 }
 
-// Read delivers events to fn until the family is closed or ctx is done.
-// fn runs on the reader's goroutine and must not block for long: while it
-// runs, the ring buffer fills and, once full, the kernel side drops and
-// counts.
-func (f *Family) Read(ctx context.Context, fn func(*Event)) error {
-	stop := context.AfterFunc(ctx, func() { f.rd.Close() })
-	defer stop()
-	var rec ringbuf.Record
-	var ev Event
-	for {
-		if err := f.rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("read gc events: %w", err)
-		}
-		if err := decode(rec.RawSample, &ev); err != nil {
-			return err
-		}
-		fn(&ev)
-		f.consumed.Add(1)
-	}
-}
+// Read delivers events to fn until the family is closed or ctx is done
+// (see probes.Ring.Read).
+func (f *Family) Read(ctx context.Context, fn func(*Event)) error { return f.ring.Read(ctx, fn) }
 
-// Backlog is the unread bytes in the ring buffer and the records read so
-// far: a backlog that stays while the count stands still is a stuck reader.
-func (f *Family) Backlog() (pending int, consumed uint64) {
-	return f.rd.AvailableBytes(), f.consumed.Load()
-}
+// Backlog reports the ring buffer's unread bytes and the events read.
+func (f *Family) Backlog() (pending int, consumed uint64) { return f.ring.Backlog() }
 
 // Lost is the number of events the ring buffer had no room for.
 func (f *Family) Lost() (uint64, error) {
@@ -125,6 +98,6 @@ func (f *Family) Forget(pid uint32) {
 // Close stops the reader and unloads the programs; attached probes must
 // be detached first (the attacher's Close).
 func (f *Family) Close() error {
-	f.rd.Close()
+	f.ring.Close()
 	return f.objs.Close()
 }

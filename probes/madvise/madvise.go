@@ -6,16 +6,11 @@
 package madvise
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/gopulse/gopulse/probes"
 )
@@ -97,10 +92,9 @@ type Event struct {
 
 // Family is the loaded madvise family.
 type Family struct {
-	objs     madviseObjects
-	rd       *ringbuf.Reader
-	consumed atomic.Uint64
-	syms     probes.ProcSymbols
+	objs madviseObjects
+	ring *probes.Ring[madviseMadvEvent]
+	syms probes.ProcSymbols
 }
 
 // New loads the family's programs.
@@ -109,12 +103,12 @@ func New() (*Family, error) {
 	if err := loadMadviseObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load madvise programs: %w", err)
 	}
-	rd, err := ringbuf.NewReader(f.objs.MadvEvents)
+	ring, err := probes.NewRing[madviseMadvEvent](Name, f.objs.MadvEvents)
 	if err != nil {
 		f.objs.Close()
-		return nil, fmt.Errorf("madvise ring buffer: %w", err)
+		return nil, err
 	}
-	f.rd = rd
+	f.ring = ring
 	return f, nil
 }
 
@@ -149,25 +143,13 @@ func (f *Family) Forget(pid uint32) {
 
 // Read hands every event to fn until the family is closed or ctx is done.
 func (f *Family) Read(ctx context.Context, fn func(*Event)) error {
-	stop := context.AfterFunc(ctx, func() { f.rd.Close() })
-	defer stop()
-	var rec ringbuf.Record
 	var ev Event
-	for {
-		if err := f.rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("read madvise events: %w", err)
-		}
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &ev.madviseMadvEvent); err != nil {
-			return fmt.Errorf("decode madvise event (%d bytes): %w", len(rec.RawSample), err)
-		}
+	return f.ring.Read(ctx, func(raw *madviseMadvEvent) {
+		ev.madviseMadvEvent = *raw
 		n := min(int(ev.Nframes), len(ev.Stack))
 		ev.Source = Classify(f.syms.Resolve(ev.Pid, ev.Stack[:n]))
 		fn(&ev)
-		f.consumed.Add(1)
-	}
+	})
 }
 
 // Classify names who asked for a madvise from the functions on its stack,
@@ -195,13 +177,13 @@ func Classify(funcs []string) string {
 }
 
 // Backlog reports the ring buffer's unread bytes and the events consumed.
-func (f *Family) Backlog() (int, uint64) { return f.rd.AvailableBytes(), f.consumed.Load() }
+func (f *Family) Backlog() (int, uint64) { return f.ring.Backlog() }
 
 // Lost is the number of events the ring buffer had no room for.
 func (f *Family) Lost() (uint64, error) { return probes.SumPerCPU(f.objs.MadvLost) }
 
 // Close unloads the family.
 func (f *Family) Close() error {
-	f.rd.Close()
+	f.ring.Close()
 	return f.objs.Close()
 }
