@@ -106,7 +106,9 @@ func tracedFamilyRun(daemon, dir, setting, bin string, w famWorkload) (result, e
 
 func startBenchDaemon(daemon, dir, setting string) (stop func(), cmd *exec.Cmd, err error) {
 	sock := filepath.Join(dir, "gopulse.sock")
-	cmd = exec.Command(daemon, "--socket", sock, "--prometheus-listen", "", "--log-level", "warn", "--probes", setting)
+	// Errors only: the tables go to stdout, the daemon's notes would
+	// interleave with them on a terminal.
+	cmd = exec.Command(daemon, "--socket", sock, "--prometheus-listen", "", "--log-level", "error", "--probes", setting)
 	cmd.Stderr = os.Stderr
 	cmd.Env = append(os.Environ(), "GOPULSE_TRAP_COST_NS=10000") // no self-measurement per start
 	if err := cmd.Start(); err != nil {

@@ -12,7 +12,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,7 +28,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
-	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/probes/gc"
 )
 
@@ -94,6 +92,8 @@ func run(rounds int) error {
 		return fmt.Errorf("trap cost: %w", err)
 	}
 	fmt.Printf("One uprobe hit on this machine: %.2f µs (of which BPF program %.0f ns), median of 9 runs of 200000 calls.\n\n", trapNs/1000, bpfNs)
+	fmt.Println("### GC family (--probes gc): wall time and accounting")
+	fmt.Println()
 	fmt.Println("| workload | untraced wall (median) | traced wall (median) | ratio | GC cycles/run | probe hits/run | est. cost = hits × hit cost / CPU time |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, w := range workloads {
@@ -227,30 +227,15 @@ func runFixture(bin string, args []string) (result, error) {
 	return r, nil
 }
 
-// tracedRun starts the daemon, makes the fixture's binary known, runs the
-// fixture once more under the probes and stops the daemon. hits is the
-// number of GC probe runs during the measured run.
+// tracedRun starts the daemon with the GC family, makes the fixture's
+// binary known, runs the fixture once more under the probes and stops the
+// daemon. hits is the number of GC probe runs during the measured run.
 func tracedRun(daemon, dir, bin string, args []string) (result, uint64, error) {
-	sock := filepath.Join(dir, "gopulse.sock")
-	cmd := exec.Command(daemon, "--socket", sock, "--prometheus-listen", "", "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	stop, _, err := startBenchDaemon(daemon, dir, "gc")
+	if err != nil {
 		return result{}, 0, err
 	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-	client := api.NewClient(sock)
-	ready := false
-	for i := 0; i < 200 && !ready; i++ {
-		_, err := client.Status(context.Background())
-		ready = err == nil
-		time.Sleep(25 * time.Millisecond)
-	}
-	if !ready {
-		return result{}, 0, errors.New("gopulsed did not come up")
-	}
+	defer stop()
 	if _, err := runFixture(bin, []string{"-gcloop", "1"}); err != nil {
 		return result{}, 0, err
 	}
