@@ -409,54 +409,51 @@ func (st *state) reconcile(procs []api.Process, now time.Time) *view {
 	return v
 }
 
-// choosePIDs applies the cap: processes already exported stay (their
-// series do not flap), new ones fill what is left in PID order, and the
-// others are counted once as dropped.
+// choosePIDs applies the cap to processes, in PID order.
 func (st *state) choosePIDs(pids []int) []*pidState {
-	var out []*pidState
-	for _, pid := range pids {
-		if s := st.pids[pid]; s.exported {
-			out = append(out, s)
-		}
+	items := make([]*pidState, len(pids))
+	for i, pid := range pids {
+		items[i] = st.pids[pid]
 	}
-	for _, pid := range pids {
-		s := st.pids[pid]
-		if s.exported {
-			continue
-		}
-		if st.max <= 0 || len(out) < st.max {
-			s.exported = true
-			out = append(out, s)
-		} else if !s.capped {
-			s.capped = true
-			st.dropped++
-		}
-	}
+	out := chooseCapped(items, st.max, &st.dropped, func(s *pidState) (*bool, *bool) { return &s.exported, &s.capped })
 	slices.SortFunc(out, func(a, b *pidState) int { return a.pid - b.pid })
 	return out
 }
 
+// chooseServices applies the cap to services, in name order.
 func (st *state) chooseServices(names []string) []*svcState {
-	var out []*svcState
-	for _, n := range names {
-		if s := st.services[n]; s.exported {
-			out = append(out, s)
+	items := make([]*svcState, len(names))
+	for i, n := range names {
+		items[i] = st.services[n]
+	}
+	out := chooseCapped(items, st.max, &st.dropped, func(s *svcState) (*bool, *bool) { return &s.exported, &s.capped })
+	slices.SortFunc(out, func(a, b *svcState) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// chooseCapped applies the cap (max <= 0: none): entries already exported
+// stay (their series do not flap), new ones fill what is left in order,
+// and the others are counted once in dropped.
+func chooseCapped[T any](items []T, max int, dropped *uint64, flags func(T) (exported, capped *bool)) []T {
+	var out []T
+	for _, it := range items {
+		if exported, _ := flags(it); *exported {
+			out = append(out, it)
 		}
 	}
-	for _, n := range names {
-		s := st.services[n]
-		if s.exported {
+	for _, it := range items {
+		exported, capped := flags(it)
+		if *exported {
 			continue
 		}
-		if st.max <= 0 || len(out) < st.max {
-			s.exported = true
-			out = append(out, s)
-		} else if !s.capped {
-			s.capped = true
-			st.dropped++
+		if max <= 0 || len(out) < max {
+			*exported = true
+			out = append(out, it)
+		} else if !*capped {
+			*capped = true
+			*dropped++
 		}
 	}
-	slices.SortFunc(out, func(a, b *svcState) int { return strings.Compare(a.name, b.name) })
 	return out
 }
 

@@ -7,10 +7,8 @@ package mheaplock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -34,7 +32,7 @@ type Proc = mheaplockLockProc
 // Family is the loaded mheaplock family.
 type Family struct {
 	objs     mheaplockObjects
-	consumed atomic.Uint64
+	totals   *probes.Totals[Proc]
 	procRoot string
 
 	mu   sync.Mutex
@@ -56,6 +54,7 @@ func New() (*Family, error) {
 	if err := loadMheaplockObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load mheaplock programs: %w", err)
 	}
+	f.totals = probes.NewTotals[Proc](Name, f.objs.LockProcs)
 	return f, nil
 }
 
@@ -154,48 +153,30 @@ func (f *Family) Forget(pid uint32) { _ = f.objs.LockProcs.Delete(pid) }
 
 // Read polls the per-process totals every second and hands each to fn.
 func (f *Family) Read(ctx context.Context, fn func(pid uint32, p *Proc, method string)) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		if err := f.Poll(fn); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	return f.totals.Read(ctx, time.Second, withMethod(fn))
 }
 
 // Poll hands every tracked process's totals to fn once.
 func (f *Family) Poll(fn func(pid uint32, p *Proc, method string)) error {
-	var pid uint32
-	var p Proc
-	it := f.objs.LockProcs.Iterate()
-	for it.Next(&pid, &p) {
+	return f.totals.Poll(withMethod(fn))
+}
+
+// withMethod adds the lock implementation the kernel side recorded.
+func withMethod(fn func(pid uint32, p *Proc, method string)) func(uint32, *Proc) {
+	return func(pid uint32, p *Proc) {
 		m := MethodFutex
 		if p.Spinbit != 0 {
 			m = MethodSpinbit
 		}
-		fn(pid, &p, m)
-		f.consumed.Add(1)
+		fn(pid, p, m)
 	}
-	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-		return fmt.Errorf("read mheaplock totals: %w", err)
-	}
-	return nil
 }
 
 // Lookup returns pid's totals.
-func (f *Family) Lookup(pid uint32) (Proc, bool) {
-	var p Proc
-	err := f.objs.LockProcs.Lookup(pid, &p)
-	return p, err == nil
-}
+func (f *Family) Lookup(pid uint32) (Proc, bool) { return f.totals.Lookup(pid) }
 
 // Backlog: totals are polled, nothing queues.
-func (f *Family) Backlog() (int, uint64) { return 0, f.consumed.Load() }
+func (f *Family) Backlog() (int, uint64) { return f.totals.Backlog() }
 
 // Lost: nothing is lost, the totals are kept in the kernel.
 func (f *Family) Lost() (uint64, error) { return 0, nil }

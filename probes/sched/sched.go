@@ -8,9 +8,7 @@ package sched
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -30,9 +28,9 @@ type Proc = schedSchedProc
 
 // Family is the loaded sched family.
 type Family struct {
-	objs     schedObjects
-	consumed atomic.Uint64
-	every    time.Duration
+	objs   schedObjects
+	totals *probes.Totals[Proc]
+	every  time.Duration
 }
 
 // New loads the family's programs.
@@ -41,6 +39,7 @@ func New() (*Family, error) {
 	if err := loadSchedObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load sched programs: %w", err)
 	}
+	f.totals = probes.NewTotals[Proc](Name, f.objs.SchedProcs)
 	return f, nil
 }
 
@@ -74,44 +73,17 @@ func (f *Family) Forget(pid uint32) { _ = f.objs.SchedProcs.Delete(pid) }
 // Read polls the per-process totals every second and hands each to fn,
 // until ctx is done.
 func (f *Family) Read(ctx context.Context, fn func(pid uint32, p *Proc)) error {
-	t := time.NewTicker(f.every)
-	defer t.Stop()
-	for {
-		if err := f.Poll(fn); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	return f.totals.Read(ctx, f.every, fn)
 }
 
 // Poll hands every tracked process's totals to fn once.
-func (f *Family) Poll(fn func(pid uint32, p *Proc)) error {
-	var pid uint32
-	var p Proc
-	it := f.objs.SchedProcs.Iterate()
-	for it.Next(&pid, &p) {
-		fn(pid, &p)
-		f.consumed.Add(1)
-	}
-	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-		return fmt.Errorf("read sched totals: %w", err)
-	}
-	return nil
-}
+func (f *Family) Poll(fn func(pid uint32, p *Proc)) error { return f.totals.Poll(fn) }
 
 // Lookup returns pid's totals.
-func (f *Family) Lookup(pid uint32) (Proc, bool) {
-	var p Proc
-	err := f.objs.SchedProcs.Lookup(pid, &p)
-	return p, err == nil
-}
+func (f *Family) Lookup(pid uint32) (Proc, bool) { return f.totals.Lookup(pid) }
 
 // Backlog: totals are polled, nothing queues.
-func (f *Family) Backlog() (int, uint64) { return 0, f.consumed.Load() }
+func (f *Family) Backlog() (int, uint64) { return f.totals.Backlog() }
 
 // Lost: nothing is lost, the totals are kept in the kernel.
 func (f *Family) Lost() (uint64, error) { return 0, nil }
