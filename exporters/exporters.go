@@ -172,7 +172,16 @@ func (e *Exporter) ObserveCycle(p api.Process, c api.GCCycle) {
 // view is the current export view (shared by the readers of one
 // collection).
 func (e *Exporter) view(now time.Time) *view {
-	return e.st.reconcile(e.src.Processes(), now)
+	// A process whose events came before the daemon learnt who it is (or
+	// that exited before it could) has no identity to export yet.
+	procs := e.src.Processes()
+	known := procs[:0:0]
+	for _, p := range procs {
+		if p.Exe != "" {
+			known = append(known, p)
+		}
+	}
+	return e.st.reconcile(known, now)
 }
 
 // reconcileEvery drops the state of forgotten processes even when nothing

@@ -333,7 +333,12 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		t.mu.Unlock()
 	}
 	if gone {
-		t.agg.Exited(pid) // if its GC events made it known
+		// Its events may still be in flight: they land on an entry that
+		// says who it was, already marked exited.
+		if t.agg.Register(aggregate.Meta{PID: pid, Exe: exe, GoVersion: info.goVersion,
+			PIE: info.pie, Static: info.static, Stripped: info.stripped}) {
+			t.agg.Exited(pid)
+		}
 		return true
 	}
 
