@@ -289,3 +289,12 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// TestMain removes the packages built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
