@@ -85,6 +85,17 @@ static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 r)
 	return regs[r & 15];
 }
 
+/* A contended acquisition: count it for its lock and remember the thread's
+ * wait until its futex sleep ends. */
+static __always_inline void begin_wait(struct lock_proc *p, __u32 tid, struct lock_wait *w)
+{
+	if (w->mheap)
+		__sync_fetch_and_add(&p->contended, 1);
+	else
+		__sync_fetch_and_add(&p->other_contended, 1);
+	bpf_map_update_elem(&lock_waits, &tid, w, BPF_ANY);
+}
+
 SEC("uprobe")
 int lock_sleep(struct pt_regs *ctx)
 {
@@ -95,11 +106,7 @@ int lock_sleep(struct pt_regs *ctx)
 	if (!p)
 		return 0;
 	struct lock_wait w = {.marked = bpf_ktime_get_ns(), .mheap = addr == p->mheap_addr};
-	if (w.mheap)
-		__sync_fetch_and_add(&p->contended, 1);
-	else
-		__sync_fetch_and_add(&p->other_contended, 1);
-	bpf_map_update_elem(&lock_waits, &tid, &w, BPF_ANY);
+	begin_wait(p, tid, &w);
 	return 0;
 }
 
@@ -134,11 +141,7 @@ int lock_futex_enter(struct trace_event_raw_sys_enter *ctx)
 	if ((__u32)ctx->args[2] != MUTEX_SLEEPING)
 		return 0; /* a note, not a lock */
 	struct lock_wait w = {.start = now, .mheap = ctx->args[0] == p->mheap_addr};
-	if (w.mheap)
-		__sync_fetch_and_add(&p->contended, 1);
-	else
-		__sync_fetch_and_add(&p->other_contended, 1);
-	bpf_map_update_elem(&lock_waits, &tid, &w, BPF_ANY);
+	begin_wait(p, tid, &w);
 	return 0;
 }
 

@@ -240,12 +240,5 @@ func familyHistograms(v *view) []metricdata.Metrics {
 			lock.DataPoints = append(lock.DataPoints, dp)
 		}
 	}
-	var ms []metricdata.Metrics
-	if len(runq.DataPoints) > 0 {
-		ms = append(ms, metricdata.Metrics{Name: mRunQueue.name, Description: mRunQueue.desc, Unit: mRunQueue.unit, Data: runq})
-	}
-	if len(lock.DataPoints) > 0 {
-		ms = append(ms, metricdata.Metrics{Name: mLockWait.name, Description: mLockWait.desc, Unit: mLockWait.unit, Data: lock})
-	}
-	return ms
+	return appendHistogram(appendHistogram(nil, mRunQueue, runq), mLockWait, lock)
 }

@@ -220,18 +220,21 @@ func (p producer) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
 			}
 		}
 	}
-	var ms []metricdata.Metrics
-	if len(pause.DataPoints) > 0 {
-		ms = append(ms, metricdata.Metrics{Name: mGCPause.name, Description: mGCPause.desc, Unit: mGCPause.unit, Data: pause})
-	}
-	if len(phase.DataPoints) > 0 {
-		ms = append(ms, metricdata.Metrics{Name: mGCPhase.name, Description: mGCPhase.desc, Unit: mGCPhase.unit, Data: phase})
-	}
+	ms := appendHistogram(nil, mGCPause, pause)
+	ms = appendHistogram(ms, mGCPhase, phase)
 	ms = append(ms, familyHistograms(v)...)
 	if len(ms) == 0 {
 		return nil, nil
 	}
 	return []metricdata.ScopeMetrics{{Scope: p.e.scope(), Metrics: ms}}, nil
+}
+
+// appendHistogram adds h as metric d, unless it has no point.
+func appendHistogram(ms []metricdata.Metrics, d metricDef, h metricdata.Histogram[float64]) []metricdata.Metrics {
+	if len(h.DataPoints) == 0 {
+		return ms
+	}
+	return append(ms, metricdata.Metrics{Name: d.name, Description: d.desc, Unit: d.unit, Data: h})
 }
 
 func histPoint(attrs attribute.Set, start, now time.Time, bounds []float64, h *hist) (metricdata.HistogramDataPoint[float64], bool) {

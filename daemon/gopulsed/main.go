@@ -135,10 +135,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	})
 	g.Go(func() error {
-		select {
-		case <-ctx.Done():
+		if !waitReady(ctx, ready) {
 			return nil
-		case <-ready:
 		}
 		service.Every(ctx, statusEvery, func() {
 			if tr.Health() == nil {
@@ -148,10 +146,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	})
 	g.Go(func() error {
-		select {
-		case <-ctx.Done():
+		if !waitReady(ctx, ready) {
 			return nil
-		case <-ready:
 		}
 		r := &reloader{fl: fl, running: cfg, log: log, level: level, tr: tr, exp: exp, notify: notify}
 		for {
@@ -273,5 +269,15 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "gopulsed:", err)
 		os.Exit(1)
+	}
+}
+
+// waitReady waits for the probes to be attached; false if ctx ended first.
+func waitReady(ctx context.Context, ready <-chan struct{}) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-ready:
+		return true
 	}
 }

@@ -8,46 +8,19 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/tools/e2etest"
 	"github.com/gopulse/gopulse/tools/testenv"
 )
-
-var ownBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// gopulsedBinary builds this package's binary once for these tests.
-func gopulsedBinary(t *testing.T) string {
-	t.Helper()
-	ownBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "gopulsed-bin")
-		if err != nil {
-			ownBuild.err = err
-			return
-		}
-		ownBuild.path = filepath.Join(dir, "gopulsed")
-		if out, err := exec.Command("go", "build", "-o", ownBuild.path, ".").CombinedOutput(); err != nil {
-			ownBuild.err = fmt.Errorf("build gopulsed: %v\n%s", err, out)
-		}
-	})
-	if ownBuild.err != nil {
-		t.Fatal(ownBuild.err)
-	}
-	return ownBuild.path
-}
 
 type notifyMsg struct {
 	at    time.Time
@@ -74,7 +47,7 @@ func (m notifyMsg) get(key string) string {
 
 func TestSystemdProtocols(t *testing.T) {
 	testenv.RequireRoot(t)
-	daemonBin := gopulsedBinary(t)
+	daemonBin := e2etest.DaemonBinary(t)
 	dir := t.TempDir()
 
 	// The notify socket, as systemd's.
@@ -214,7 +187,7 @@ func TestSystemdProtocols(t *testing.T) {
 // --check-config exits 0 on a good file and 1, naming file:line: key, on
 // a bad one; a missing explicit --config is an error.
 func TestCheckConfig(t *testing.T) {
-	daemonBin := gopulsedBinary(t)
+	daemonBin := e2etest.DaemonBinary(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
 	bad := filepath.Join(dir, "bad.yaml")

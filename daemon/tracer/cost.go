@@ -190,6 +190,7 @@ func (l *loaded) costStatus(f *api.FamilyStatus, trapNs float64) {
 		now.hitsPS, now.uhitsPS, now.bpfPS = prev.hitsPS, prev.uhitsPS, prev.bpfPS
 	}
 	l.costMu.Unlock()
+	f.Hits = now.hits
 	f.UprobeHits = now.uhits
 	f.HitsPerSecond = now.hitsPS
 	f.UprobeHitsPerSecond = now.uhitsPS

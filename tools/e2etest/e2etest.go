@@ -148,7 +148,6 @@ var daemonBuild struct {
 // DaemonBinary builds gopulsed once per test process.
 func DaemonBinary(t testing.TB) string {
 	t.Helper()
-	testenv.RequireRoot(t)
 	daemonBuild.once.Do(func() {
 		dir, err := os.MkdirTemp("", "gopulsed-e2e")
 		if err != nil {
@@ -182,6 +181,7 @@ type Daemon struct {
 // within 30 s (each uprobe detach waits for the kernel).
 func StartDaemon(t testing.TB, args ...string) *Daemon {
 	t.Helper()
+	testenv.RequireRoot(t)
 	bin := DaemonBinary(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "gopulse.sock")
