@@ -287,6 +287,10 @@ func TestMapping(t *testing.T) {
 	}
 	a.Sched = &api.SchedStats{Threads: 5, VoluntarySwitches: 70, InvoluntarySwitches: 7, OnCPUSeconds: 1.5, OffCPUSeconds: 2, RunQueueSeconds: 0.25,
 		RunQueueLatency: api.Histogram{Count: 3, SumSeconds: 6e-6, BucketUpperSeconds: []float64{1e-9, 2e-9, 4e-9}, Counts: []uint64{0, 1, 2}}}
+	// The runtime's own buckets (Go 1.20+: 0, 64, 128, 192, 256, 320 ns ...)
+	// fold into the power-of-two ones by upper bound.
+	a.Sched.GoroutineLatency = &api.Histogram{Count: 15, SumSeconds: 2e-6,
+		BucketUpperSeconds: []float64{0, 64e-9, 128e-9, 192e-9, 256e-9, 320e-9, -1}, Counts: []uint64{0, 1, 2, 3, 4, 5, 0}}
 	a.MheapLock = &api.MheapLockStats{Method: "futex", Contended: 9, WaitSeconds: 0.125, OtherContended: 4, OtherWaitSeconds: 0.5,
 		Wait: api.Histogram{Count: 9, SumSeconds: 0.125, BucketUpperSeconds: []float64{1e-9, -1}, Counts: []uint64{1, 8}}}
 	src.set(a, b)
@@ -365,6 +369,10 @@ func TestMapping(t *testing.T) {
 	}
 	if p := histByAttr(t, got["go.thread.runqueue.duration"], "process.pid")["100"]; p.Count != 3 || p.BucketCounts[1] != 1 || p.BucketCounts[2] != 2 || len(p.BucketCounts) != log2Buckets {
 		t.Errorf("run-queue histogram: count %d buckets %v", p.Count, p.BucketCounts)
+	}
+	if p := histByAttr(t, got["go.schedule.duration"], "process.pid")["100"]; p.Count != 15 || p.BucketCounts[6] != 1 || p.BucketCounts[7] != 2 ||
+		p.BucketCounts[8] != 7 || p.BucketCounts[9] != 5 {
+		t.Errorf("goroutine scheduling histogram: count %d buckets %v", p.Count, p.BucketCounts)
 	}
 	if p := histByAttr(t, got["go.runtime.lock.wait.duration"], "go.runtime.lock")["mheap"]; p.Count != 9 || p.BucketCounts[log2Buckets-1] != 8 {
 		t.Errorf("mheap lock wait histogram: count %d buckets %v", p.Count, p.BucketCounts)

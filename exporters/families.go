@@ -2,11 +2,13 @@ package exporters
 
 import (
 	"math"
+	"math/bits"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/semconv/v1.43.0/goconv"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/processconv"
 
 	"github.com/gopulse/gopulse/daemon/api"
@@ -34,6 +36,8 @@ var (
 		desc: "Time the process's OS threads waited in a run queue, runnable but not running.", family: "sched"}
 	mRunQueue = metricDef{name: "go.thread.runqueue.duration", unit: "s", kind: kindHistogram,
 		desc: "Distribution of OS-thread run-queue latency, from wakeup or preemption to running (power-of-two buckets from 1 ns).", family: "sched"}
+	mSchedDuration = metricDef{name: goconv.ScheduleDuration{}.Name(), unit: goconv.ScheduleDuration{}.Unit(), kind: kindHistogram,
+		desc: "Time goroutines spent runnable before running: the runtime's own histogram (/sched/latencies:seconds, 1 transition in 8), read from the process's memory, in power-of-two buckets; sum estimated from bucket midpoints. (semconv)", family: "sched", semconv: true}
 	mLockContentions = metricDef{name: "go.runtime.lock.contentions", unit: "{contention}", kind: kindCounter, attrs: "go.runtime.lock (mheap, other)",
 		desc: "Times a thread slept to acquire a runtime-internal lock: runtime.mheap_.lock or any other.", family: "mheaplock", integer: true}
 	mLockWaitTime = metricDef{name: "go.runtime.lock.wait.time", unit: "s", kind: kindCounter, attrs: "go.runtime.lock (mheap, other)",
@@ -69,12 +73,21 @@ type l2hist struct {
 	sum    float64
 }
 
+// fromAPI re-buckets an API histogram by its buckets' upper bounds: a
+// bucket whose upper bound u lies in (2^(j-1), 2^j] ns lands in power-of-two
+// bucket j, so both the kernel side's power-of-two histograms (unchanged)
+// and the runtime's finer ones (whose buckets never straddle a power of
+// two) sum into the same exported buckets.
 func fromAPI(h api.Histogram) l2hist {
 	out := l2hist{counts: make([]uint64, log2Buckets), count: h.Count, sum: h.SumSeconds}
 	for i, c := range h.Counts {
-		j := i
-		if i < len(h.BucketUpperSeconds) && h.BucketUpperSeconds[i] < 0 || j >= log2Buckets {
-			j = log2Buckets - 1
+		j := log2Buckets - 1
+		if i < len(h.BucketUpperSeconds) && h.BucketUpperSeconds[i] >= 0 {
+			if ns := uint64(math.Round(h.BucketUpperSeconds[i] * 1e9)); ns > 0 {
+				j = min(bits.Len64(ns-1), log2Buckets-1)
+			} else {
+				j = 0
+			}
 		}
 		out.counts[j] += c
 	}
@@ -121,6 +134,7 @@ type famFigures struct {
 	voluntary, involuntary  uint64
 	onCPU, offCPU, runQueue float64
 	runQueueHist            l2hist
+	schedHist               l2hist // goroutine latency
 	hasSched                bool
 
 	lockContended, otherContended uint64
@@ -147,6 +161,9 @@ func (f *famFigures) set(p api.Process) {
 		f.voluntary, f.involuntary = s.VoluntarySwitches, s.InvoluntarySwitches
 		f.onCPU, f.offCPU, f.runQueue = s.OnCPUSeconds, s.OffCPUSeconds, s.RunQueueSeconds
 		f.runQueueHist = fromAPI(s.RunQueueLatency)
+		if s.GoroutineLatency != nil {
+			f.schedHist = fromAPI(*s.GoroutineLatency)
+		}
 	}
 	if l := p.MheapLock; l != nil {
 		f.hasLock = true
@@ -183,6 +200,7 @@ func (f *famFigures) add(o *famFigures, gauges bool) {
 	f.offCPU += o.offCPU
 	f.runQueue += o.runQueue
 	f.runQueueHist.add(o.runQueueHist)
+	f.schedHist.add(o.schedHist)
 	f.lockContended += o.lockContended
 	f.otherContended += o.otherContended
 	f.lockWait += o.lockWait
@@ -231,14 +249,20 @@ func observeFamilies(o metric.Observer, ints map[string]metric.Int64Observable, 
 // familyHistograms are the families' histogram metrics of a view.
 func familyHistograms(v *view) []metricdata.Metrics {
 	runq := metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
+	gsched := metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
 	lock := metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
 	for _, s := range v.series {
 		if dp, ok := s.fig.fam.runQueueHist.point(s.attrs, s.start, v.at); ok {
 			runq.DataPoints = append(runq.DataPoints, dp)
 		}
+		if dp, ok := s.fig.fam.schedHist.point(s.attrs, s.start, v.at); ok {
+			gsched.DataPoints = append(gsched.DataPoints, dp)
+		}
 		if dp, ok := s.fig.fam.lockHist.point(with(s.attrs, attrLock.String("mheap")), s.start, v.at); ok {
 			lock.DataPoints = append(lock.DataPoints, dp)
 		}
 	}
-	return appendHistogram(appendHistogram(nil, mRunQueue, runq), mLockWait, lock)
+	ms := appendHistogram(nil, mRunQueue, runq)
+	ms = appendHistogram(ms, mSchedDuration, gsched)
+	return appendHistogram(ms, mLockWait, lock)
 }

@@ -86,7 +86,7 @@ var (
 var catalog = []metricDef{
 	mGCCycles, mGCPause, mGCCyclesByTrigger, mGCPauseTime, mGCPhase, mGCAssist, mSTWOther, mSTWOtherTime,
 	mAdviseCalls, mAdviseSize, mReleased, mRSS,
-	mThreads, mSwitches, mOnCPU, mOffCPU, mRunQueueTime, mRunQueue,
+	mThreads, mSwitches, mOnCPU, mOffCPU, mRunQueueTime, mRunQueue, mSchedDuration,
 	mLockContentions, mLockWaitTime, mLockWait,
 	mTraced, mPIDsDropped, mBinaries, mProbes, mEvents, mLost, mHits, mExportErrors, mExportSeries, mExportDropped,
 }

@@ -31,18 +31,67 @@ type Facts struct {
 	// contended lock2 sleeps on its M's semaphore (semasleep), not on the
 	// lock's own futex as lock_futex.go's did.
 	SpinbitMutex bool
+	// TimeHist is the layout of runtime.timeHistogram, the type of
+	// sched.timeToRun (the data behind /sched/latencies:seconds).
+	TimeHist TimeHist
 }
+
+// TimeHist describes runtime.timeHistogram: an HDR histogram of
+// nanoseconds, counts[] then underflow (then overflow from Go 1.20).
+//
+// Go 1.19: SuperBuckets super-buckets of 2^SubBucketBits sub-buckets;
+// super-bucket 0 counts 0..15 ns one by one, super-bucket s ≥ 1 the values
+// whose highest set bit is s+SubBucketBits-1; the last sub-bucket also
+// takes everything beyond the range. Go 1.20+: MinBucketBits > 0; bucket 0
+// holds values below 2^(MinBucketBits-1), bucket i ≥ 1 those whose highest
+// set bit is i+MinBucketBits-2, up to MaxBucketBits (exclusive), each split
+// in 2^SubBucketBits; values beyond go to overflow.
+type TimeHist struct {
+	SubBucketBits uint8
+	SuperBuckets  uint8 // Go 1.19 layout; 0 for the Go 1.20+ layout
+	MinBucketBits uint8 // Go 1.20+ layout
+	MaxBucketBits uint8 // Go 1.20+ layout, exclusive
+}
+
+var (
+	timeHist119 = TimeHist{SubBucketBits: 4, SuperBuckets: 45}
+	timeHist120 = TimeHist{SubBucketBits: 2, MinBucketBits: 9, MaxBucketBits: 48}
+)
+
+// Counts is the length of the counts array.
+func (h TimeHist) Counts() int {
+	if h.SuperBuckets > 0 {
+		return int(h.SuperBuckets) << h.SubBucketBits
+	}
+	return int(h.MaxBucketBits-h.MinBucketBits+1) << h.SubBucketBits
+}
+
+// Overflow reports whether the type has an overflow counter after
+// underflow.
+func (h TimeHist) Overflow() bool { return h.SuperBuckets == 0 }
+
+// Size is the size of the type in bytes.
+func (h TimeHist) Size() int {
+	n := h.Counts() + 1
+	if h.Overflow() {
+		n++
+	}
+	return 8 * n
+}
+
+// Valid reports whether the row knows the layout.
+func (h TimeHist) Valid() bool { return h.SubBucketBits > 0 }
 
 // factsTable is ordered by Minor. Go 1.19 is the oldest release with the
 // register ABI on every function gopulse probes and with the pacer
 // functions it reads (startCycle/endCycle with these arguments).
 var factsTable = []Facts{
-	{Minor: 19, Verified: true, HeapLiveOffset: 136, AssistTimeOffset: 224},
-	{Minor: 20},
-	{Minor: 22, WorldStopABI: true},
-	{Minor: 24, WorldStopABI: true, SpinbitMutex: true},
-	{Minor: 26, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true},
-	{Minor: 27, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true},
+	{Minor: 19, Verified: true, HeapLiveOffset: 136, AssistTimeOffset: 224, TimeHist: timeHist119},
+	{Minor: 20, TimeHist: timeHist120},
+	{Minor: 22, WorldStopABI: true, TimeHist: timeHist120},
+	{Minor: 24, WorldStopABI: true, SpinbitMutex: true, TimeHist: timeHist120},
+	{Minor: 26, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true, TimeHist: timeHist120},
+	{Minor: 27, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true, TimeHist: timeHist120},
 }
 
 // FactsTable returns a copy of the table, for tests and documentation.

@@ -49,7 +49,20 @@ func TestFactsTable(t *testing.T) {
 					t.Errorf("gcControllerState.%s at %d in %s, table says %d", c.field, off, b.GoVersion, c.want)
 				}
 			}
-			_, err := b.DWARFFieldOffset("runtime.worldStop", "startedStopping")
+			// The timeHistogram layout: counts[] then underflow (then
+			// overflow), as the table's TimeHist says.
+			under, err := b.DWARFFieldOffset("runtime.timeHistogram", "underflow")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := int64(row.TimeHist.Counts() * 8); under != want {
+				t.Errorf("%s: timeHistogram.underflow at %d, table layout says %d", b.GoVersion, under, want)
+			}
+			over, err := b.DWARFFieldOffset("runtime.timeHistogram", "overflow")
+			if hasOver := err == nil; hasOver != row.TimeHist.Overflow() || hasOver && over != under+8 {
+				t.Errorf("%s: timeHistogram.overflow present = %v (at %d), table says %v", b.GoVersion, hasOver, over, row.TimeHist.Overflow())
+			}
+			_, err = b.DWARFFieldOffset("runtime.worldStop", "startedStopping")
 			if hasWS := err == nil; hasWS != row.WorldStopABI {
 				t.Errorf("%s: runtime.worldStop present = %v, table WorldStopABI = %v", b.GoVersion, hasWS, row.WorldStopABI)
 			}

@@ -142,7 +142,8 @@ func rss(pid int) uint64 {
 }
 
 // Sched records the sched family's totals for a process.
-func (a *Aggregator) Sched(pid uint32, k *sched.Proc) {
+// lat is the goroutine latency read with the totals, nil if not followed.
+func (a *Aggregator) Sched(pid uint32, k *sched.Proc, lat *sched.GoLatency) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// Exited processes too: the kernel side keeps their totals until the
@@ -152,18 +153,27 @@ func (a *Aggregator) Sched(pid uint32, k *sched.Proc) {
 		return
 	}
 	var goLat *api.Histogram
+	var goLatErr string
 	if p.ext.sched != nil {
-		goLat = p.ext.sched.GoroutineLatency
+		goLat, goLatErr = p.ext.sched.GoroutineLatency, p.ext.sched.GoroutineLatencyError
+	}
+	if lat != nil {
+		goLatErr = lat.Err
+		if lat.Counts != nil {
+			h := BoundsHistogram(lat.Buckets, lat.Counts)
+			goLat = &h
+		}
 	}
 	p.ext.sched = &api.SchedStats{
-		Threads:             int(max(k.Threads, 0)),
-		RunQueueLatency:     Histogram(k.RqHist[:], k.RqNs),
-		OnCPUSeconds:        seconds(k.OnCpuNs),
-		OffCPUSeconds:       seconds(k.OffCpuNs),
-		RunQueueSeconds:     seconds(k.RqNs),
-		VoluntarySwitches:   k.Voluntary,
-		InvoluntarySwitches: k.Involuntary,
-		GoroutineLatency:    goLat,
+		Threads:               int(max(k.Threads, 0)),
+		RunQueueLatency:       Histogram(k.RqHist[:], k.RqNs),
+		OnCPUSeconds:          seconds(k.OnCpuNs),
+		OffCPUSeconds:         seconds(k.OffCpuNs),
+		RunQueueSeconds:       seconds(k.RqNs),
+		VoluntarySwitches:     k.Voluntary,
+		InvoluntarySwitches:   k.Involuntary,
+		GoroutineLatency:      goLat,
+		GoroutineLatencyError: goLatErr,
 	}
 }
 
@@ -262,4 +272,64 @@ func quantile(counts []uint64, total uint64, q float64) float64 {
 		seen += float64(c)
 	}
 	return math.Ldexp(1, len(counts)-1) / 1e9
+}
+
+// BoundsHistogram turns a histogram in runtime/metrics form (boundaries in
+// seconds, len(counts)+1 of them, possibly -Inf first and +Inf last) into
+// the API's form: buckets by upper bound (-1 for +Inf, the underflow
+// bucket's 0 for -Inf..0), trimmed after the last non-empty one, quantiles
+// interpolated within the buckets, and a sum estimated from bucket
+// midpoints.
+func BoundsHistogram(bounds []float64, counts []uint64) api.Histogram {
+	var h api.Histogram
+	if len(bounds) != len(counts)+1 {
+		return h
+	}
+	// lo/hi of bucket i clamped to finite values: -Inf → 0, +Inf → lo.
+	edges := func(i int) (lo, hi float64) {
+		lo, hi = bounds[i], bounds[i+1]
+		if math.IsInf(lo, -1) {
+			lo = math.Min(0, hi)
+		}
+		if math.IsInf(hi, 1) {
+			hi = lo
+		}
+		return lo, hi
+	}
+	last := -1
+	for i, c := range counts {
+		h.Count += c
+		if c > 0 {
+			last = i
+			lo, hi := edges(i)
+			h.SumSeconds += float64(c) * (lo + hi) / 2
+		}
+	}
+	for i := 0; i <= last; i++ {
+		up := bounds[i+1]
+		if math.IsInf(up, 1) {
+			up = -1
+		}
+		h.BucketUpperSeconds = append(h.BucketUpperSeconds, up)
+		h.Counts = append(h.Counts, counts[i])
+	}
+	q := func(f float64) float64 {
+		rank := f * float64(h.Count)
+		var seen float64
+		for i, c := range counts {
+			if c == 0 {
+				continue
+			}
+			if seen+float64(c) >= rank {
+				lo, hi := edges(i)
+				return lo + (hi-lo)*(rank-seen)/float64(c)
+			}
+			seen += float64(c)
+		}
+		return 0
+	}
+	if h.Count > 0 {
+		h.P50Seconds, h.P90Seconds, h.P99Seconds = q(0.50), q(0.90), q(0.99)
+	}
+	return h
 }

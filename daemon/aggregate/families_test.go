@@ -42,3 +42,41 @@ func TestCounterRingRate(t *testing.T) {
 		t.Errorf("ring holds %d samples", r.n)
 	}
 }
+
+// The runtime's histogram form (-Inf, bounds..., +Inf; underflow first).
+func TestBoundsHistogram(t *testing.T) {
+	inf := math.Inf(1)
+	bounds := []float64{-inf, 0, 64e-9, 128e-9, 192e-9, 256e-9, inf}
+	for _, c := range []struct {
+		name                string
+		counts              []uint64
+		count               uint64
+		buckets             int
+		p50lo, p50hi, p99hi float64
+		lastUpper           float64
+	}{
+		{"typical", []uint64{0, 10, 80, 10, 0, 0}, 100, 4, 64e-9, 128e-9, 192e-9, 192e-9},
+		{"overflow", []uint64{0, 0, 0, 0, 1, 1}, 2, 6, 192e-9, 256e-9, 256e-9, -1},
+		{"underflow only", []uint64{3, 0, 0, 0, 0, 0}, 3, 1, 0, 0, 0, 0},
+		{"empty", []uint64{0, 0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := BoundsHistogram(bounds, c.counts)
+			if h.Count != c.count || len(h.Counts) != c.buckets || len(h.BucketUpperSeconds) != c.buckets {
+				t.Fatalf("%+v", h)
+			}
+			if c.buckets > 0 && h.BucketUpperSeconds[c.buckets-1] != c.lastUpper {
+				t.Errorf("last upper bound %g, want %g", h.BucketUpperSeconds[c.buckets-1], c.lastUpper)
+			}
+			if h.P50Seconds < c.p50lo || h.P50Seconds > c.p50hi || h.P99Seconds > c.p99hi {
+				t.Errorf("p50 %g (want in [%g, %g]), p99 %g (want <= %g)", h.P50Seconds, c.p50lo, c.p50hi, h.P99Seconds, c.p99hi)
+			}
+			if math.IsNaN(h.SumSeconds) || math.IsInf(h.SumSeconds, 0) {
+				t.Errorf("sum %g", h.SumSeconds)
+			}
+		})
+	}
+	if h := BoundsHistogram(bounds, []uint64{1}); h.Count != 0 {
+		t.Errorf("mismatched lengths accepted: %+v", h)
+	}
+}

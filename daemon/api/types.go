@@ -130,8 +130,14 @@ type SchedStats struct {
 	VoluntarySwitches   uint64 `json:"voluntary_switches"`
 	InvoluntarySwitches uint64 `json:"involuntary_switches"`
 	// GoroutineLatency: from a goroutine becoming runnable to running
-	// (OpenTelemetry's go.schedule.duration), from the goschedlat family.
+	// (OpenTelemetry's go.schedule.duration): the runtime's own histogram
+	// (sched.timeToRun, as /sched/latencies:seconds), read from the
+	// process's memory. The runtime times one transition in 8: Count is of
+	// those. Its buckets are the runtime's; SumSeconds is estimated from
+	// bucket midpoints (the runtime keeps no sum).
 	GoroutineLatency *Histogram `json:"goroutine_schedule_latency,omitempty"`
+	// GoroutineLatencyError says why GoroutineLatency is missing.
+	GoroutineLatencyError string `json:"goroutine_schedule_latency_error,omitempty"`
 }
 
 // Trigger names, as gctrace and runtime/debug speak of them.

@@ -133,6 +133,22 @@ func TestFamiliesThroughDaemon(t *testing.T) {
 		if got := int64(s.VoluntarySwitches); got < kv || got > upper {
 			t.Errorf("voluntary switches %d, kernel counted %d during the run and %d up to now", got, kv, upper-20)
 		}
+		// Goroutine scheduling latency is the runtime's own histogram,
+		// read after the fixture's own reading of it (the fixture holds).
+		g, rt := s.GoroutineLatency, r.lines["latency"]
+		if g == nil {
+			t.Fatalf("no goroutine scheduling latency: %q", s.GoroutineLatencyError)
+		}
+		t.Logf("goroutine latency: %d sampled, p50 %s p99 %s; runtime/metrics in the fixture: %d, p50 <= %dns p99 <= %dns",
+			g.Count, time.Duration(g.P50Seconds*1e9), time.Duration(g.P99Seconds*1e9), rt["count"], rt["p50_ns"], rt["p99_ns"])
+		if n := int64(g.Count); n < rt["count"] || n > rt["count"]+50 {
+			t.Errorf("goroutine latency count %d, the runtime's own /sched/latencies:seconds said %d just before", n, rt["count"])
+		}
+		// The fixture reports the upper bound of the bucket holding each
+		// quantile; the daemon interpolates within the same bucket.
+		if p99 := int64(g.P99Seconds * 1e9); p99 > rt["p99_ns"] || rt["p99_ns"] > 64 && p99 < rt["p99_ns"]/2 {
+			t.Errorf("goroutine latency p99 %dns, runtime's bucket ends at %dns", p99, rt["p99_ns"])
+		}
 	})
 
 	t.Run("mheaplock", func(t *testing.T) {

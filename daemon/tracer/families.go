@@ -84,9 +84,9 @@ var registry = []familyDef{
 		name: sched.Name, dflt: true,
 		load: func() (family, error) { return sched.New() },
 		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
-			return f.(*sched.Family).Read(ctx, func(pid uint32, p *sched.Proc) {
+			return f.(*sched.Family).Read(ctx, func(pid uint32, p *sched.Proc, lat *sched.GoLatency) {
 				count()
-				t.agg.Sched(pid, p)
+				t.agg.Sched(pid, p, lat)
 			})
 		},
 	},

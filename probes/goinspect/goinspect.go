@@ -241,3 +241,18 @@ func (b *Binary) readAt(vaddr, n uint64) ([]byte, error) {
 	}
 	return buf, nil
 }
+
+// Writable reports whether [vaddr, vaddr+n) lies in one writable PT_LOAD
+// segment (data or bss), where the runtime's global variables live.
+func (b *Binary) Writable(vaddr, n uint64) bool {
+	if b.elf == nil {
+		return false
+	}
+	for _, p := range b.elf.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_W != 0 &&
+			vaddr >= p.Vaddr && vaddr-p.Vaddr < p.Memsz && n <= p.Memsz-(vaddr-p.Vaddr) {
+			return true
+		}
+	}
+	return false
+}

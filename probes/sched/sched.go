@@ -1,19 +1,22 @@
 // Package sched is the sched probe family: how the OS threads of traced Go
 // processes are scheduled (run-queue latency, on/off-CPU time, voluntary
 // and involuntary switches, threads), from the kernel's sched_switch and
-// sched_wakeup BTF tracepoints. No uprobe: the traced programs take no
-// trap; the cost is a BPF program run (~100-300 ns) per context switch and
-// wakeup on the host, most of them a hash-map miss.
+// sched_wakeup BTF tracepoints, and how long their goroutines wait to run,
+// from the runtime's own histogram (golat.go). No uprobe: the traced
+// programs take no trap; the cost is a BPF program run (~100-300 ns) per
+// context switch and wakeup on the host, most of them a hash-map miss.
 package sched
 
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/goinspect"
 )
 
 // Name of the family, as --probes spells it.
@@ -28,14 +31,29 @@ type Proc = schedSchedProc
 
 // Family is the loaded sched family.
 type Family struct {
-	objs   schedObjects
-	totals *probes.Totals[Proc]
-	every  time.Duration
+	objs     schedObjects
+	totals   *probes.Totals[Proc]
+	every    time.Duration
+	procRoot string
+
+	mu   sync.Mutex
+	bins map[goinspect.FileID]latBin
+	lat  map[uint32]*latReader // goroutine latency, per tracked process
+	// latErr says why a tracked process has no goroutine latency.
+	latErr map[uint32]string
 }
+
+// Bounds: binaries inspected (cache, cleared when full) and processes whose
+// memory is held open (one descriptor each).
+const (
+	maxBins     = 256
+	maxLatProcs = 4096
+)
 
 // New loads the family's programs.
 func New() (*Family, error) {
-	f := &Family{every: time.Second}
+	f := &Family{every: time.Second, procRoot: "/proc", bins: map[goinspect.FileID]latBin{},
+		lat: map[uint32]*latReader{}, latErr: map[uint32]string{}}
 	if err := loadSchedObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load sched programs: %w", err)
 	}
@@ -61,23 +79,120 @@ func (f *Family) Programs() []*ebpf.Program {
 	return []*ebpf.Program{f.objs.SchedSwitch, f.objs.SchedWakeup, f.objs.SchedWakeupNew, f.objs.SchedExit}
 }
 
-// Track starts following pid's threads.
+// Track starts following pid's threads and goroutine latency.
 func (f *Family) Track(pid uint32) {
 	var zero Proc
 	_ = f.objs.SchedProcs.Update(pid, &zero, ebpf.UpdateNoExist)
+	if err := f.trackLatency(pid); err != nil {
+		f.mu.Lock()
+		if len(f.latErr) < maxLatProcs {
+			f.latErr[pid] = err.Error()
+		}
+		f.mu.Unlock()
+	}
 }
 
-// Forget drops an exited process's kernel-side state.
-func (f *Family) Forget(pid uint32) { _ = f.objs.SchedProcs.Delete(pid) }
-
-// Read polls the per-process totals every second and hands each to fn,
-// until ctx is done.
-func (f *Family) Read(ctx context.Context, fn func(pid uint32, p *Proc)) error {
-	return f.totals.Read(ctx, f.every, fn)
+// trackLatency finds sched.timeToRun in pid's binary (cached per binary)
+// and address space (PIE), and opens its memory.
+func (f *Family) trackLatency(pid uint32) error {
+	// Track comes once per process image: after an exec the old reader
+	// reads a gone address space, so it is replaced.
+	f.forgetLatency(pid)
+	f.mu.Lock()
+	full := len(f.lat) >= maxLatProcs
+	f.mu.Unlock()
+	if full {
+		return fmt.Errorf("goroutine latency not read: %d processes already followed", maxLatProcs)
+	}
+	id, err := goinspect.StatPID(f.procRoot, int(pid))
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	lb, ok := f.bins[id]
+	f.mu.Unlock()
+	if !ok {
+		lb = inspectLatency(f.procRoot, pid)
+		f.mu.Lock()
+		if len(f.bins) >= maxBins {
+			clear(f.bins)
+		}
+		f.bins[id] = lb
+		f.mu.Unlock()
+	}
+	if lb.err != nil {
+		return lb.err
+	}
+	bias, err := lb.base.Bias(f.procRoot, int(pid))
+	if err != nil {
+		return err
+	}
+	r, err := openLatReader(f.procRoot, pid, lb.addr+bias, lb.layout, lb.buckets)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	old := f.lat[pid]
+	f.lat[pid] = r
+	delete(f.latErr, pid)
+	f.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	return nil
 }
 
-// Poll hands every tracked process's totals to fn once.
-func (f *Family) Poll(fn func(pid uint32, p *Proc)) error { return f.totals.Poll(fn) }
+// Forget drops an exited process's kernel-side state and closes its memory.
+func (f *Family) Forget(pid uint32) {
+	_ = f.objs.SchedProcs.Delete(pid)
+	f.forgetLatency(pid)
+}
+
+func (f *Family) forgetLatency(pid uint32) {
+	f.mu.Lock()
+	r := f.lat[pid]
+	delete(f.lat, pid)
+	delete(f.latErr, pid)
+	f.mu.Unlock()
+	if r != nil {
+		r.close()
+	}
+}
+
+// latency returns pid's goroutine latency now, nil when the family does
+// not follow pid.
+func (f *Family) latency(pid uint32) *GoLatency {
+	f.mu.Lock()
+	r, ok := f.lat[pid]
+	reason, failed := f.latErr[pid]
+	f.mu.Unlock()
+	switch {
+	case ok:
+		return r.sample()
+	case failed:
+		return &GoLatency{Err: reason}
+	}
+	return nil
+}
+
+// Read polls the per-process totals and goroutine latencies every second
+// and hands each to fn, until ctx is done. lat is nil for a process the
+// family does not follow.
+func (f *Family) Read(ctx context.Context, fn func(pid uint32, p *Proc, lat *GoLatency)) error {
+	return f.totals.Read(ctx, f.every, f.withLatency(fn))
+}
+
+// Poll hands every tracked process's figures to fn once.
+func (f *Family) Poll(fn func(pid uint32, p *Proc, lat *GoLatency)) error {
+	return f.totals.Poll(f.withLatency(fn))
+}
+
+func (f *Family) withLatency(fn func(pid uint32, p *Proc, lat *GoLatency)) func(uint32, *Proc) {
+	return func(pid uint32, p *Proc) { fn(pid, p, f.latency(pid)) }
+}
+
+// Latency reads pid's goroutine latency once (tests, tools).
+func (f *Family) Latency(pid uint32) *GoLatency { return f.latency(pid) }
 
 // Lookup returns pid's totals.
 func (f *Family) Lookup(pid uint32) (Proc, bool) { return f.totals.Lookup(pid) }
@@ -88,5 +203,13 @@ func (f *Family) Backlog() (int, uint64) { return f.totals.Backlog() }
 // Lost: nothing is lost, the totals are kept in the kernel.
 func (f *Family) Lost() (uint64, error) { return 0, nil }
 
-// Close unloads the family.
-func (f *Family) Close() error { return f.objs.Close() }
+// Close unloads the family and closes the processes' memory.
+func (f *Family) Close() error {
+	f.mu.Lock()
+	for pid, r := range f.lat {
+		r.close()
+		delete(f.lat, pid)
+	}
+	f.mu.Unlock()
+	return f.objs.Close()
+}

@@ -59,9 +59,9 @@ func TestTableOutput(t *testing.T) {
 	}{
 		{"ps", []string{s, "ps"}, func(t *testing.T, out string) {
 			want := map[string][]string{
-				"PID":  {"PID", "EXE", "GO", "GC", "FORCED", "TOTAL-PAUSE", "LAST-PAUSE", "CYCLES/S", "HEAPLOCK-WAIT", "RELEASED", "RSS", "RUNQ-P99", "THREADS", "STATE"},
-				"1234": {"1234", "gcload", "go1.22.3", "42", "3", "1.2ms", "66µs", "0.50", "-", "-", "-", "-", "-", "running"},
-				"77":   {"77", "server", "go1.21.0", "7", "0", "2.5s", "250ms", "0.07", "-", "-", "-", "-", "-", "exited"},
+				"PID":  {"PID", "EXE", "GO", "GC", "FORCED", "TOTAL-PAUSE", "LAST-PAUSE", "CYCLES/S", "HEAPLOCK-WAIT", "RELEASED", "RSS", "RUNQ-P99", "GSCHED-P99", "THREADS", "STATE"},
+				"1234": {"1234", "gcload", "go1.22.3", "42", "3", "1.2ms", "66µs", "0.50", "-", "-", "-", "-", "-", "-", "running"},
+				"77":   {"77", "server", "go1.21.0", "7", "0", "2.5s", "250ms", "0.07", "-", "-", "-", "-", "-", "-", "exited"},
 			}
 			for k, w := range want {
 				if got := row(out, k); !reflect.DeepEqual(got, w) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,9 +29,9 @@ func writePS(w io.Writer, ps []api.Process) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "PID\tEXE\tGO\tGC\tFORCED\tTOTAL-PAUSE\tLAST-PAUSE\tCYCLES/S\tHEAPLOCK-WAIT\tRELEASED\tRSS\tRUNQ-P99\tTHREADS\tSTATE")
+	fmt.Fprintln(tw, "PID\tEXE\tGO\tGC\tFORCED\tTOTAL-PAUSE\tLAST-PAUSE\tCYCLES/S\tHEAPLOCK-WAIT\tRELEASED\tRSS\tRUNQ-P99\tGSCHED-P99\tTHREADS\tSTATE")
 	for _, p := range ps {
-		lockWait, released, rss, rq, threads := "-", "-", "-", "-", "-"
+		lockWait, released, rss, rq, gsched, threads := "-", "-", "-", "-", "-", "-"
 		if p.MheapLock != nil {
 			lockWait = humanSeconds(p.MheapLock.WaitSeconds)
 		}
@@ -43,13 +44,16 @@ func writePS(w io.Writer, ps []api.Process) error {
 		if p.Sched != nil {
 			rq = humanSeconds(p.Sched.RunQueueLatency.P99Seconds)
 			threads = strconv.Itoa(p.Sched.Threads)
+			if g := p.Sched.GoroutineLatency; g != nil && g.Count > 0 {
+				gsched = humanSeconds(g.P99Seconds)
+			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			p.PID, exeName(p.Exe), orDash(p.GoVersion),
 			p.GCCycles, p.GCForcedCycles,
 			humanSeconds(p.GCPauseSecondsTotal), humanSeconds(p.GCLastPauseSeconds),
 			strconv.FormatFloat(p.GCCyclesPerSecond, 'f', 2, 64),
-			lockWait, released, rss, rq, threads, state(p))
+			lockWait, released, rss, rq, gsched, threads, state(p))
 	}
 	return tw.Flush()
 }
@@ -349,6 +353,30 @@ func histLine(h api.Histogram) string {
 		humanSeconds(h.P50Seconds), humanSeconds(h.P90Seconds), humanSeconds(h.P99Seconds), humanSeconds(h.SumSeconds))
 }
 
+// pow2 folds a histogram's buckets into power-of-two ones by upper bound
+// (a bucket with upper bound u in (2^(j-1), 2^j] ns goes to 2^j ns).
+func pow2(h api.Histogram) api.Histogram {
+	out := h
+	out.BucketUpperSeconds, out.Counts = nil, nil
+	idx := map[float64]int{}
+	for i, c := range h.Counts {
+		up := h.BucketUpperSeconds[i]
+		if up > 0 {
+			ns := uint64(math.Round(up * 1e9))
+			up = math.Ldexp(1, bits.Len64(ns-1)) / 1e9
+		}
+		j, ok := idx[up]
+		if !ok {
+			j = len(out.Counts)
+			idx[up] = j
+			out.BucketUpperSeconds = append(out.BucketUpperSeconds, up)
+			out.Counts = append(out.Counts, 0)
+		}
+		out.Counts[j] += c
+	}
+	return out
+}
+
 // histBars draws a histogram's buckets, one line each.
 func histBars(b *strings.Builder, h api.Histogram) {
 	var peak uint64
@@ -444,9 +472,19 @@ func writeSched(w io.Writer, p api.Process) error {
 	fmt.Fprintf(&b, "switches: %d voluntary, %d involuntary (preempted)\n", s.VoluntarySwitches, s.InvoluntarySwitches)
 	fmt.Fprintf(&b, "run-queue latency: %s\n", histLine(s.RunQueueLatency))
 	histBars(&b, s.RunQueueLatency)
-	if g := s.GoroutineLatency; g != nil {
-		fmt.Fprintf(&b, "goroutine scheduling latency: %s\n", histLine(*g))
-		histBars(&b, *g)
+	switch g := s.GoroutineLatency; {
+	case g != nil:
+		// The runtime's histogram has no sum and ~160 fine buckets: print
+		// quantiles and power-of-two bars.
+		line := "none"
+		if g.Count > 0 {
+			line = fmt.Sprintf("%d sampled (1 in 8 transitions), p50 %s, p90 %s, p99 %s", g.Count,
+				humanSeconds(g.P50Seconds), humanSeconds(g.P90Seconds), humanSeconds(g.P99Seconds))
+		}
+		fmt.Fprintf(&b, "goroutine scheduling latency (runnable to running, runtime's own histogram): %s\n", line)
+		histBars(&b, pow2(*g))
+	case s.GoroutineLatencyError != "":
+		fmt.Fprintf(&b, "goroutine scheduling latency: not available: %s\n", s.GoroutineLatencyError)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
