@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gopulse/gopulse/tools/fixturebuild"
 )
 
 // container is a Debian root booted with systemd-nspawn.
@@ -176,6 +178,8 @@ func TestUnderSystemd(t *testing.T) {
 	os.Chmod(debDir, 0o755)
 	copyInto(t, d.old, debDir)
 	copyInto(t, d.new, debDir)
+	pingpong := fixturebuild.Build(t, "pingpong", fixturebuild.Shapes()[0])
+	os.Chmod(copyInto(t, pingpong, debDir), 0o755)
 	c := bootContainer(t, root, debDir+":/debs")
 	start := time.Now()
 
@@ -238,6 +242,31 @@ func TestUnderSystemd(t *testing.T) {
 	}
 	c.waitJournal("refusal logged", regexp.MustCompile(`api: refused a peer .* peer_uid=1001`))
 	c.sh("chmod 0660 /run/gopulse/gopulse.sock")
+
+	// Another user's Go program, seen from inside the sandbox: the
+	// goroutine scheduling latency is read from its memory (/proc/PID/mem,
+	// CAP_SYS_PTRACE under the unit's hardening).
+	pp := filepath.Base(pingpong)
+	c.sh("runuser -u bob -- sh -c 'sleep 600 | /debs/" + pp + " -pairs 2 -rounds 20000 -hold >/dev/null 2>&1 &'")
+	ppPID := ""
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if ppPID == "" {
+			ppPID = strings.TrimSpace(c.sh("pgrep -u bob -f /debs/" + pp + " || true"))
+		}
+		out := ""
+		if ppPID != "" {
+			out, _ = c.shErr("gopulse sched " + ppPID)
+			if strings.Contains(out, "goroutine scheduling latency (runnable to running, runtime's own histogram): ") &&
+				!strings.Contains(out, "histogram): none") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine scheduling latency for bob's Go program (pid %q) within 20s:\n%s\n%s", ppPID, out, lastLines(c.journal(), 20))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	c.sh("kill " + ppPID + "; pkill -u bob sleep || true")
 
 	// Reload: SIGHUP applies the log level and reports what needs a
 	// restart, with the same daemon (and its per-process figures).

@@ -60,15 +60,24 @@ func TimeToRunAddr(b *goinspect.Binary, h probes.TimeHist) (uint64, error) {
 		return 0, err
 	}
 	var addr uint64
+	recordCode := code
 	if rec, err := b.Func("runtime.(*timeHistogram).record"); err == nil {
 		if addr, err = recordReceiver(code, rec.Entry); err != nil {
 			return 0, fmt.Errorf("%s: %w", b.Path, err)
+		}
+		if addr != 0 {
+			if recordCode, err = b.Code(rec); err != nil {
+				return 0, err
+			}
 		}
 	}
 	if addr == 0 {
 		if addr, err = inlinedRecord(code, h); err != nil {
 			return 0, fmt.Errorf("%s: %w", b.Path, err)
 		}
+	}
+	if err := checkLayout(recordCode, h); err != nil {
+		return 0, fmt.Errorf("%s (%s): %w", b.Path, b.GoVersion, err)
 	}
 	if !b.Writable(addr, uint64(h.Size())) {
 		return 0, fmt.Errorf("%s: sched.timeToRun candidate %#x is not in a writable segment", b.Path, addr)
@@ -155,6 +164,34 @@ func inlinedRecord(code []goinspect.Inst, h probes.TimeHist) (uint64, error) {
 		return found[0], nil
 	}
 	return 0, fmt.Errorf("runtime.casgstatus: %d candidates for sched.timeToRun", len(found))
+}
+
+// checkLayout looks in the code that records into the histogram for the
+// bounds checks the layout implies, so that a facts row taken from the
+// sources of a release no test could build is checked against the binary
+// itself: Go 1.20+ compares the highest set bit with MinBucketBits and the
+// bucket index with the number of buckets; Go 1.19 compares the
+// super-bucket's first index with the length of counts.
+func checkLayout(code []goinspect.Inst, h probes.TimeHist) error {
+	want := []int64{int64(h.Counts())}
+	if h.SuperBuckets == 0 {
+		want = []int64{int64(h.MinBucketBits), int64(h.MaxBucketBits - h.MinBucketBits + 1)}
+	}
+	seen := map[int64]bool{}
+	for _, in := range code {
+		if in.Op != x86asm.CMP {
+			continue
+		}
+		if imm, ok := in.Args[1].(x86asm.Imm); ok {
+			seen[int64(imm)] = true
+		}
+	}
+	for _, w := range want {
+		if !seen[w] {
+			return fmt.Errorf("the code recording into timeHistogram has no bounds check against %d: not the layout %+v", w, h)
+		}
+	}
+	return nil
 }
 
 func jumpTargets(code []goinspect.Inst) map[uint64]bool {

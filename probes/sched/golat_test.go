@@ -40,6 +40,16 @@ func TestTimeToRunAddr(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s: sched.timeToRun at %#x", b.GoVersion, addr)
+			// The other release family's layout is refused, by the code.
+			other := probes.FactsTable()[0].TimeHist // Go 1.19's
+			if other == facts.TimeHist {
+				other = probes.FactsTable()[len(probes.FactsTable())-1].TimeHist
+			}
+			if _, err := sched.TimeToRunAddr(b, other); err == nil {
+				t.Errorf("%s: layout %+v accepted", b.GoVersion, other)
+			} else {
+				t.Logf("wrong layout refused: %v", err)
+			}
 			if shape.Stripped {
 				return
 			}
