@@ -232,6 +232,10 @@ type FamilyStatus struct {
 	// BPFSecondsPerSecond is the CPU time the kernel measured running the
 	// family's programs, per second (kernel run_time_ns).
 	BPFSecondsPerSecond float64 `json:"bpf_seconds_per_second"`
+	// BPFSeconds is the CPU time the kernel measured running the family's
+	// non-uprobe programs since they were loaded (uprobe programs are
+	// counted as traps, in UprobeHits).
+	BPFSeconds float64 `json:"bpf_seconds"`
 	// EstCostSecondsPerSecond estimates the CPU time the family costs the
 	// traced programs, per second: uprobe hits/s × Status.TrapCostNs plus
 	// the BPF run time of its other programs. 0.01 is 1% of one CPU.

@@ -35,57 +35,68 @@ import (
 // TrapCostEnv overrides the measured cost of one uprobe hit, in ns.
 const TrapCostEnv = "GOPULSE_TRAP_COST_NS"
 
-var trapState struct {
+// costMeter holds the daemon's cost accounting: the stats switch and the
+// trap cost, measured once per daemon.
+type costMeter struct {
 	once   sync.Once
 	mu     sync.Mutex
 	ns     float64
 	source string
 	stats  interface{ Close() error }
+	sink   int // keeps the measuring loop's calls alive
 }
 
-// startCostAccounting enables BPF run-time stats and measures the trap
-// cost in the background, once per daemon.
-func startCostAccounting() {
-	trapState.once.Do(func() {
-		if c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
-			trapState.stats = c // kept for the daemon's life
+// start enables BPF run-time stats and measures the trap cost in the
+// background, once.
+func (c *costMeter) start() {
+	c.once.Do(func() {
+		if s, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
+			c.stats = s // kept for the daemon's life
 		}
 		if v, err := strconv.ParseFloat(os.Getenv(TrapCostEnv), 64); err == nil && v > 0 {
-			setTrapCost(v, "configured")
+			c.set(v, "configured")
 			return
 		}
-		setTrapCost(0, "pending")
+		c.set(0, "pending")
 		go func() {
-			if ns, err := measureTrapCost(); err == nil {
-				setTrapCost(ns, "measured")
+			if ns, err := c.measure(); err == nil {
+				c.set(ns, "measured")
 			} else {
-				setTrapCost(0, "unavailable: "+err.Error())
+				c.set(0, "unavailable: "+err.Error())
 			}
 		}()
 	})
 }
 
-func setTrapCost(ns float64, source string) {
-	trapState.mu.Lock()
-	defer trapState.mu.Unlock()
-	trapState.ns, trapState.source = ns, source
+func (c *costMeter) set(ns float64, source string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ns, c.source = ns, source
 }
 
-func trapCost() (float64, string) {
-	trapState.mu.Lock()
-	defer trapState.mu.Unlock()
-	return trapState.ns, trapState.source
+func (c *costMeter) trapCost() (float64, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ns, c.source
+}
+
+// close turns the stats off again (when no other holder keeps them on).
+func (c *costMeter) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stats != nil {
+		c.stats.Close()
+		c.stats = nil
+	}
 }
 
 //go:noinline
 func trapTarget(i int) int { return i + 1 }
 
-var trapSink int
-
-// measureTrapCost times trapTarget with and without a uprobe (a program
-// that returns at once, filtered to this process), alternating, and
-// returns the median extra time per call.
-func measureTrapCost() (float64, error) {
+// measure times trapTarget with and without a uprobe (a program that
+// returns at once, filtered to this process), alternating, and returns the
+// median extra time per call.
+func (c *costMeter) measure() (float64, error) {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.Kprobe,
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
@@ -125,7 +136,9 @@ func measureTrapCost() (float64, error) {
 		for i := 0; i < calls; i++ {
 			s = trapTarget(s)
 		}
-		trapSink = s
+		c.mu.Lock()
+		c.sink = s
+		c.mu.Unlock()
 		return time.Since(start)
 	}
 	var diffs []float64
@@ -195,5 +208,6 @@ func (l *loaded) costStatus(f *api.FamilyStatus, trapNs float64) {
 	f.HitsPerSecond = now.hitsPS
 	f.UprobeHitsPerSecond = now.uhitsPS
 	f.BPFSecondsPerSecond = now.bpfPS
+	f.BPFSeconds = float64(now.runNs) / 1e9
 	f.EstCostSecondsPerSecond = now.uhitsPS*trapNs/1e9 + now.bpfPS
 }

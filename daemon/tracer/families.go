@@ -162,7 +162,7 @@ type loaded struct {
 
 // startFamily loads, attaches and starts reading a family. t.famMu held.
 func (t *Tracer) startFamily(ctx context.Context, def familyDef) error {
-	startCostAccounting()
+	t.cost.start()
 	f, err := def.load()
 	if err != nil {
 		return err

@@ -81,6 +81,8 @@ type Tracer struct {
 	bins      map[goinspect.FileID]*binInfo
 	pidBin    map[int]goinspect.FileID
 	latencies []float64 // last attach latencies, seconds
+
+	cost costMeter
 }
 
 // New loads the enabled families and attaches their tracepoints.
@@ -131,6 +133,7 @@ func (t *Tracer) Close() {
 	if t.disc != nil {
 		t.disc.Close()
 	}
+	t.cost.close()
 }
 
 // Run traces until ctx is done. ready is called once the processes that
@@ -471,7 +474,7 @@ func (t *Tracer) Status() api.Status {
 		Version: Version, Started: t.started, Probes: fams,
 		Processes: t.agg.Len(), ProcessesDropped: t.agg.Dropped(),
 	}
-	s.TrapCostNs, s.TrapCostSource = trapCost()
+	s.TrapCostNs, s.TrapCostSource = t.cost.trapCost()
 	t.mu.Lock()
 	s.AttachLatencySeconds = slices.Clone(t.latencies)
 	counts := map[goinspect.FileID]int{}
