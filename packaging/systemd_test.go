@@ -247,7 +247,9 @@ func TestUnderSystemd(t *testing.T) {
 	// goroutine scheduling latency is read from its memory (/proc/PID/mem,
 	// CAP_SYS_PTRACE under the unit's hardening).
 	pp := filepath.Base(pingpong)
-	c.sh("runuser -u bob -- sh -c 'sleep 600 | /debs/" + pp + " -pairs 2 -rounds 20000 -hold >/dev/null 2>&1 &'")
+	// All of the pipeline's output away from ours, or the shell would wait
+	// for sleep.
+	c.sh("runuser -u bob -- sh -c '(sleep 600 | /debs/" + pp + " -pairs 2 -rounds 20000 -hold) </dev/null >/dev/null 2>&1 &'")
 	ppPID := ""
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		if ppPID == "" {
