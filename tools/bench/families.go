@@ -2,142 +2,144 @@ package main
 
 // The probe families benchmark: for each workload and each --probes
 // setting, alternating untraced/traced runs (the daemon stopped for the
-// untraced ones), medians; then the daemon's own CPU and RSS while it
-// traces 50 Go processes.
+// untraced ones); wall time, CPU time and the accounting estimate of each;
+// then the daemon's own CPU and RSS while it traces 50 Go processes.
 
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"github.com/gopulse/gopulse/daemon/api"
 )
 
-type famWorkload struct {
-	name string
-	bin  string // fixture program
-	args []string
-	warm []string // a short run, to get the binary probed
-}
-
-var famWorkloads = []famWorkload{
-	{"alloc-heavy (gcload, 4 goroutines)", "gcload", []string{"-workers", "4", "-iters", "150000", "-forced", "0"}, []string{"-gcloop", "1"}},
-	{"goroutine ping-pong (pingpong, 2 pairs)", "pingpong", []string{"-pairs", "2", "-rounds", "150000", "-work", "50"}, []string{"-pairs", "1", "-rounds", "10"}},
-	{"contended allocation (heaplock, 16 goroutines)", "heaplock", []string{"-workers", "16", "-iters", "3000"}, []string{"-workers", "1", "-iters", "10"}},
+// famWorkloads are the probe families' tables: GC, scheduling and heap
+// lock pressure, one each.
+func famWorkloads() []workload {
+	return []workload{
+		{key: "alloc", name: "alloc-heavy (gcload, 4 goroutines)", fixture: "gcload",
+			args: []string{"-workers", "4", "-iters", "150000", "-forced", "0"}, warm: []string{"-gcloop", "1"}},
+		{key: "pingpong", name: "goroutine ping-pong (pingpong, 2 pairs)", fixture: "pingpong",
+			args: []string{"-pairs", "2", "-rounds", "150000", "-work", "50"}, warm: []string{"-pairs", "1", "-rounds", "10"}},
+		{key: "heaplock", name: "contended allocation (heaplock, 16 goroutines)", fixture: "heaplock",
+			args: []string{"-workers", "16", "-iters", "3000"}, warm: []string{"-workers", "1", "-iters", "10"}},
+	}
 }
 
 var famSettings = []string{"gc", "madvise", "sched", "mheaplock", "default", "all"}
 
-func runFamilies(dir, daemon string, rounds int) error {
-	bins := map[string]string{}
-	for _, w := range famWorkloads {
-		out := filepath.Join(dir, w.bin)
-		cmd := exec.Command("go", "build", "-o", out, "./"+w.bin)
-		cmd.Dir, cmd.Stderr = "tools/fixtures", os.Stderr
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build %s: %w", w.bin, err)
+// familyTables measures every selected workload under every selected
+// --probes setting, then prints three tables over the same runs: wall
+// time, CPU time, accounting.
+func (e *env) familyTables(ctx context.Context, bins map[string]string, o options) error {
+	var ws []workload
+	for _, w := range famWorkloads() {
+		if selected(o.workloads, w.key) {
+			w.bin = bins[w.fixture]
+			ws = append(ws, w)
 		}
-		bins[w.bin] = out
 	}
-	fmt.Printf("\n### Probe families: traced/untraced wall-time ratio (medians of %d alternating pairs)\n\n", rounds)
-	fmt.Print("| workload | untraced |")
+	var settings []string
 	for _, s := range famSettings {
-		fmt.Printf(" %s |", s)
+		if selected(o.settings, s) {
+			settings = append(settings, s)
+		}
 	}
-	fmt.Print("\n|---|---|")
-	for range famSettings {
-		fmt.Print("---|")
+	if len(ws) == 0 || len(settings) == 0 {
+		return nil
 	}
-	fmt.Println()
-	for _, w := range famWorkloads {
-		bin := bins[w.bin]
-		fmt.Printf("| %s |", w.name)
-		first := true
-		for _, setting := range famSettings {
-			var plain, traced []float64
-			for r := 0; r < rounds; r++ {
-				p, err := runFixture(bin, w.args)
-				if err != nil {
-					return err
-				}
-				plain = append(plain, p.wall.Seconds())
-				t, err := tracedFamilyRun(daemon, dir, setting, bin, w)
-				if err != nil {
-					return err
-				}
-				traced = append(traced, t.wall.Seconds())
+	cells := make([][]pairs, len(ws))
+	start, n := time.Now(), 0
+	for i, w := range ws {
+		cells[i] = make([]pairs, len(settings))
+		for j, setting := range settings {
+			p, err := e.measure(ctx, setting, w, o.famRounds)
+			if err != nil {
+				return fmt.Errorf("families, %s --probes %s: %w", w.key, setting, err)
 			}
-			if first {
-				fmt.Printf(" %.3fs |", median(plain))
-				first = false
-			}
-			fmt.Printf(" %.3f× |", median(traced)/median(plain))
+			cells[i][j] = p
+			n++
+			el := time.Since(start)
+			left := time.Duration(float64(el) / float64(n) * float64(len(ws)*len(settings)-n))
+			progress("%s --probes %s (%d/%d): wall %s, est. %s; %s elapsed, about %s left", w.key, setting, n, len(ws)*len(settings),
+				fmtRatio(p.wallRatios()), fmtShare(p.est()),
+				el.Round(time.Second), left.Round(time.Second))
+		}
+	}
+	header := func(title, first string) {
+		fmt.Printf("\n### %s\n\n| workload |", title)
+		if first != "" {
+			fmt.Printf(" %s |", first)
+		}
+		for _, s := range settings {
+			fmt.Printf(" %s |", s)
+		}
+		fmt.Print("\n|---|")
+		if first != "" {
+			fmt.Print("---|")
+		}
+		for range settings {
+			fmt.Print("---|")
 		}
 		fmt.Println()
 	}
-	return daemonFootprint(daemon, dir, bins["gcload"], 50)
-}
-
-// tracedFamilyRun starts the daemon with --probes setting, gets the
-// binary probed with a short run, runs the workload once, and stops the
-// daemon.
-func tracedFamilyRun(daemon, dir, setting, bin string, w famWorkload) (result, error) {
-	stop, _, err := startBenchDaemon(daemon, dir, setting)
-	if err != nil {
-		return result{}, err
-	}
-	defer stop()
-	if _, err := runFixture(bin, w.warm); err != nil {
-		return result{}, err
-	}
-	time.Sleep(100 * time.Millisecond)
-	return runFixture(bin, w.args)
-}
-
-func startBenchDaemon(daemon, dir, setting string) (stop func(), cmd *exec.Cmd, err error) {
-	sock := filepath.Join(dir, "gopulse.sock")
-	// Errors only: the tables go to stdout, the daemon's notes would
-	// interleave with them on a terminal.
-	cmd = exec.Command(daemon, "--socket", sock, "--prometheus-listen", "", "--log-level", "error", "--probes", setting)
-	cmd.Stderr = os.Stderr
-	cmd.Env = append(os.Environ(), "GOPULSE_TRAP_COST_NS=10000") // no self-measurement per start
-	if err := cmd.Start(); err != nil {
-		return nil, nil, err
-	}
-	stop = func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}
-	client := api.NewClient(sock)
-	for i := 0; i < 200; i++ {
-		if _, err := client.Status(context.Background()); err == nil {
-			return stop, cmd, nil
+	// The untraced column is over all the row's untraced runs: every
+	// setting had its own, of the same workload.
+	allPlain := func(row []pairs, f func(result) float64) float64 {
+		var xs []float64
+		for _, p := range row {
+			for _, r := range p.plain {
+				xs = append(xs, f(r))
+			}
 		}
-		time.Sleep(25 * time.Millisecond)
+		return median(xs)
 	}
-	stop()
-	return nil, nil, errors.New("gopulsed did not come up")
+
+	header(fmt.Sprintf("Probe families: traced/untraced wall-time ratio, median of %d alternating pairs [interquartile range of the per-pair ratios]", o.famRounds), "untraced wall (all the row's runs)")
+	for i, w := range ws {
+		fmt.Printf("| %s | %.3fs |", w.name, allPlain(cells[i], wallSec))
+		for _, p := range cells[i] {
+			fmt.Printf(" %s |", fmtRatio(p.wallRatios()))
+		}
+		fmt.Println()
+	}
+
+	header("Probe families: the traced program's CPU time (user + system), median untraced → traced, and the traced/untraced ratio [IQR]", "untraced CPU (all the row's runs)")
+	for i, w := range ws {
+		fmt.Printf("| %s | %.3fs |", w.name, allPlain(cells[i], cpuSec))
+		for _, p := range cells[i] {
+			fmt.Printf(" %.3fs → %.3fs, %s |", p.plainMedian(cpuSec), p.tracedCPU(), fmtRatio(p.cpuRatios()))
+		}
+		fmt.Println()
+	}
+
+	header("Probe families: est. cost (accounting), % of the traced program's CPU time · traps/run · BPF program runs/run", "")
+	for i, w := range ws {
+		fmt.Printf("| %s |", w.name)
+		for _, p := range cells[i] {
+			fmt.Printf(" %s · %s traps · %s runs |",
+				fmtShare(p.est()),
+				fmtCount(p.traps()),
+				fmtCount(p.runs()))
+		}
+		fmt.Println()
+	}
+	return nil
 }
 
 // daemonFootprint runs n idle-waiting gcload processes plus one busy
 // one, all traced with --probes all, and reports the daemon's CPU over 10
 // seconds and its RSS.
-func daemonFootprint(daemon, dir, gcload string, n int) error {
-	stop, cmd, err := startBenchDaemon(daemon, dir, "all")
+func (e *env) daemonFootprint(ctx context.Context, gcload string, n int) error {
+	d, err := e.startDaemon(ctx, "all")
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer d.stop()
 	var kids []*exec.Cmd
 	defer func() {
 		for _, k := range kids {
@@ -147,32 +149,58 @@ func daemonFootprint(daemon, dir, gcload string, n int) error {
 	}()
 	for i := 0; i < n; i++ {
 		k := exec.Command(gcload, "-wait", "-hold")
-		in, _ := k.StdinPipe()
-		out, _ := k.StdoutPipe()
-		if err := k.Start(); err != nil {
+		if _, err := k.StdinPipe(); err != nil { // held open: the fixture waits
 			return err
 		}
-		_ = in // held open: the fixture waits
+		out, err := k.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := k.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", gcload, err)
+		}
 		go io.Copy(io.Discard, out)
 		kids = append(kids, k)
 	}
-	time.Sleep(2 * time.Second)
-	cpu0 := procCPU(cmd.Process.Pid)
+	// Measure from once the n processes are traced, not during their
+	// attach.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ps, err := d.client.Processes(ctx)
+		if err != nil {
+			return fmt.Errorf("processes: %w", err)
+		}
+		traced := 0
+		for _, p := range ps {
+			if p.Exe == gcload && p.Exited == nil {
+				traced++
+			}
+		}
+		if traced >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("daemon traces %d of the %d processes after 30 s", traced, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	pid := d.cmd.Process.Pid
+	cpu0 := procCPU(pid)
 	busy := exec.Command(gcload, "-workers", "2", "-iters", "100000000", "-forced", "0")
 	if err := busy.Start(); err != nil {
-		return err
+		return fmt.Errorf("start %s: %w", gcload, err)
 	}
 	time.Sleep(10 * time.Second)
 	_ = busy.Process.Kill()
 	_ = busy.Wait()
-	cpu1 := procCPU(cmd.Process.Pid)
-	st, err := api.NewClient(filepath.Join(dir, "gopulse.sock")).Status(context.Background())
+	cpu1 := procCPU(pid)
+	st, err := d.client.Status(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("status: %w", err)
 	}
 	fmt.Printf("\n### Daemon footprint, --probes all, %d idle Go processes + 1 allocating, 10 s\n\n", n)
 	fmt.Printf("processes traced: %d; daemon CPU: %.2f%% of one CPU; daemon RSS: %.1f MiB\n",
-		st.Processes, (cpu1-cpu0)/10*100, float64(procRSS(cmd.Process.Pid))/(1<<20))
+		st.Processes, (cpu1-cpu0)/10*100, float64(procRSS(pid))/(1<<20))
 	return nil
 }
 
