@@ -61,7 +61,7 @@ func attachTracepoint(tp Tracepoint) (link.Link, error) {
 		if err := EnsureTracefs(); err != nil {
 			return nil, err
 		}
-		return link.Tracepoint(group, name, tp.Program, nil)
+		return attachTracefsTracepoint(group, name, tp.Program)
 	}
 	return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.Name, Program: tp.Program})
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -107,6 +108,10 @@ func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, erro
 	if t.mods, err = newModWatch(); err != nil {
 		t.Close()
 		return nil, err
+	}
+	if nested, err := nestedPIDNamespace(cfg.ProcRoot); err == nil && nested {
+		log.Warn("gopulsed runs in a nested PID namespace: BPF reports host PIDs, which this /proc cannot show; " +
+			"processes started after the daemon will not be traced. Run gopulsed in the host's PID namespace.")
 	}
 	t.discWatch = &readerWatch{name: "discovery", src: t.disc}
 	t.heartbeat.Store(time.Now().UnixNano())
@@ -516,4 +521,19 @@ func hits(progs []*ebpf.Program) uint64 {
 		}
 	}
 	return n
+}
+
+// nestedPIDNamespace reports whether the daemon runs in a PID namespace
+// below the initial one: its NSpid line lists more than one PID.
+func nestedPIDNamespace(procRoot string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, "self", "status"))
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			return len(strings.Fields(v)) > 1, nil
+		}
+	}
+	return false, nil
 }
