@@ -183,8 +183,11 @@ type GCHistory struct {
 
 // Status answers `gopulse status`.
 type Status struct {
-	Version   string    `json:"version"`
-	Started   time.Time `json:"started"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	// Ready: the probe families are loaded and the processes running at
+	// start are attached (the API answers before that).
+	Ready     bool     `json:"ready"`
 	Probes    []string  `json:"probe_families"`
 	Processes int       `json:"processes_traced"`
 	// ProcessesDropped counts Go processes not traced because of --max-pids.

@@ -66,6 +66,7 @@ type Tracer struct {
 
 	started   time.Time
 	heartbeat atomic.Int64 // unix ns of the event loop's last turn
+	ready     atomic.Bool  // initial scan done
 	// Exec events missed (queue full here, or ring buffer full in the
 	// kernel) since the last /proc rescan.
 	execsDropped atomic.Uint64
@@ -194,6 +195,7 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 	t.famMu.Unlock()
 	g.Go(func() error {
 		t.scan()
+		t.ready.Store(true)
 		if ready != nil {
 			ready()
 		}
@@ -476,7 +478,7 @@ func (t *Tracer) Status() api.Status {
 	fams := slices.Clone(t.cfg.Families)
 	t.famMu.Unlock()
 	s := api.Status{
-		Version: Version, Started: t.started, Probes: fams,
+		Version: Version, Started: t.started, Ready: t.ready.Load(), Probes: fams,
 		Processes: t.agg.Len(), ProcessesDropped: t.agg.Dropped(),
 	}
 	s.TrapCostNs, s.TrapCostSource = t.cost.trapCost()

@@ -24,7 +24,7 @@ func famWorkloads() []workload {
 		{key: "alloc", name: "alloc-heavy (gcload, 4 goroutines)", fixture: "gcload",
 			args: []string{"-workers", "4", "-iters", "150000", "-forced", "0"}, warm: []string{"-gcloop", "1"}},
 		{key: "pingpong", name: "goroutine ping-pong (pingpong, 2 pairs)", fixture: "pingpong",
-			args: []string{"-pairs", "2", "-rounds", "150000", "-work", "50"}, warm: []string{"-pairs", "1", "-rounds", "10"}},
+			args: []string{"-pairs", "2", "-rounds", "600000", "-work", "50"}, warm: []string{"-pairs", "1", "-rounds", "10"}},
 		{key: "heaplock", name: "contended allocation (heaplock, 16 goroutines)", fixture: "heaplock",
 			args: []string{"-workers", "16", "-iters", "3000"}, warm: []string{"-workers", "1", "-iters", "10"}},
 	}
@@ -53,21 +53,27 @@ func (e *env) familyTables(ctx context.Context, bins map[string]string, o option
 		return nil
 	}
 	cells := make([][]pairs, len(ws))
-	start, n := time.Now(), 0
-	for i, w := range ws {
+	for i := range ws {
 		cells[i] = make([]pairs, len(settings))
-		for j, setting := range settings {
-			p, err := e.measure(ctx, setting, w, o.famRounds)
-			if err != nil {
-				return fmt.Errorf("families, %s --probes %s: %w", w.key, setting, err)
+	}
+	// Rounds outermost: each round measures one pair of every cell, so a
+	// drift of the host over the bench's minutes falls on every setting
+	// alike instead of on whichever cells ran during it.
+	start, n, total := time.Now(), 0, o.famRounds*len(ws)*len(settings)
+	for r := 0; r < o.famRounds; r++ {
+		for i, w := range ws {
+			for j, setting := range settings {
+				if err := e.measurePair(ctx, setting, w, r, &cells[i][j]); err != nil {
+					return fmt.Errorf("families, %s --probes %s: %w", w.key, setting, err)
+				}
+				n++
+				el := time.Since(start)
+				left := time.Duration(float64(el) / float64(n) * float64(total-n))
+				p := cells[i][j]
+				progress("round %d/%d %s --probes %s: wall %s, est. %s so far; %s elapsed, about %s left", r+1, o.famRounds, w.key, setting,
+					fmtRatio(p.wallRatios()), fmtShare(p.est()),
+					el.Round(time.Second), left.Round(time.Second))
 			}
-			cells[i][j] = p
-			n++
-			el := time.Since(start)
-			left := time.Duration(float64(el) / float64(n) * float64(len(ws)*len(settings)-n))
-			progress("%s --probes %s (%d/%d): wall %s, est. %s; %s elapsed, about %s left", w.key, setting, n, len(ws)*len(settings),
-				fmtRatio(p.wallRatios()), fmtShare(p.est()),
-				el.Round(time.Second), left.Round(time.Second))
 		}
 	}
 	header := func(title, first string) {

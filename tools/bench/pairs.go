@@ -35,23 +35,31 @@ type pairs struct {
 func (e *env) measure(ctx context.Context, setting string, w workload, rounds int) (pairs, error) {
 	var p pairs
 	for i := 0; i < rounds; i++ {
-		for _, isTraced := range [2]bool{i%2 == 1, i%2 == 0} {
-			if !isTraced {
-				r, err := e.untracedRun(w)
-				if err != nil {
-					return p, err
-				}
-				p.plain = append(p.plain, r)
-				continue
-			}
-			t, err := e.tracedRun(ctx, setting, w)
-			if err != nil {
-				return p, err
-			}
-			p.traced = append(p.traced, t)
+		if err := e.measurePair(ctx, setting, w, i, &p); err != nil {
+			return p, err
 		}
 	}
 	return p, nil
+}
+
+// measurePair adds pair number i to p; odd pairs run traced first.
+func (e *env) measurePair(ctx context.Context, setting string, w workload, i int, p *pairs) error {
+	for _, isTraced := range [2]bool{i%2 == 1, i%2 == 0} {
+		if !isTraced {
+			r, err := e.untracedRun(w)
+			if err != nil {
+				return err
+			}
+			p.plain = append(p.plain, r)
+			continue
+		}
+		t, err := e.tracedRun(ctx, setting, w)
+		if err != nil {
+			return err
+		}
+		p.traced = append(p.traced, t)
+	}
+	return nil
 }
 
 func (e *env) untracedRun(w workload) (result, error) {

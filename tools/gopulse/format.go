@@ -193,7 +193,11 @@ func sig3(v float64) string {
 
 func writeStatus(w io.Writer, st api.Status) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "gopulsed %s, up %s (started %s)\n", orDash(st.Version), uptime(st.Started), fmtTime(st.Started))
+	starting := ""
+	if !st.Ready {
+		starting = "; starting: attaching to the processes found at start"
+	}
+	fmt.Fprintf(&b, "gopulsed %s, up %s (started %s)%s\n", orDash(st.Version), uptime(st.Started), fmtTime(st.Started), starting)
 	probes := "none"
 	if len(st.Probes) > 0 {
 		probes = strings.Join(st.Probes, ", ")

@@ -173,6 +173,7 @@ func Fixture(src *Source) ([]api.Process, map[int][]api.GCCycle, api.Status) {
 		src.Add(p, cycles[p.PID]...)
 	}
 	st := api.Status{
+		Ready:   true,
 		Version: "0.1.0-test", Started: base, Probes: []string{"gc", "stw"},
 		Processes: 2, ProcessesDropped: 1,
 		Binaries: []api.BinaryStatus{
