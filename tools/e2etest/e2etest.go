@@ -214,9 +214,12 @@ func StartDaemon(t testing.TB, args ...string) *Daemon {
 			t.Logf("gopulsed log:\n%s", log)
 		}
 	})
-	WaitFor(t, 20*time.Second, "gopulsed to serve", func() bool {
-		_, err := d.Client.Status(context.Background())
-		return err == nil
+	// The API answers before the families are loaded and the running
+	// processes attached: wait for ready, or a test's first process could
+	// run before the probes are there.
+	WaitFor(t, 20*time.Second, "gopulsed to be ready", func() bool {
+		st, err := d.Client.Status(context.Background())
+		return err == nil && st.Ready
 	})
 	return d
 }
