@@ -105,7 +105,7 @@ static __always_inline void emit(struct gc_event *src)
 		return;
 	}
 	__builtin_memcpy(e, src, sizeof(*e));
-	bpf_ringbuf_submit(e, 0);
+	submit_batched(&gc_events, e, (1 << 20) / 8);
 }
 
 SEC("uprobe")

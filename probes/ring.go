@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -29,6 +31,10 @@ func NewRing[T any](name string, m *ebpf.Map) (*Ring[T], error) {
 	return &Ring[T]{name: name, rd: rd}, nil
 }
 
+// PollEvery is how often a reader looks for records submitted without a
+// wakeup (submit_batched in bpf/gopulse.h): the longest a record waits.
+const PollEvery = 100 * time.Millisecond
+
 // Read delivers records to fn until the ring is closed or ctx is done. fn
 // runs on the reader's goroutine: while it runs the ring fills, and once
 // full the kernel side drops and counts.
@@ -38,7 +44,11 @@ func (r *Ring[T]) Read(ctx context.Context, fn func(*T)) error {
 	var rec ringbuf.Record
 	var v T
 	for {
+		r.rd.SetDeadline(time.Now().Add(PollEvery))
 		if err := r.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return nil
 			}
