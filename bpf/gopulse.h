@@ -49,7 +49,7 @@ static __always_inline void count_lost(void *map)
  * reader, unless wake_bytes are already waiting: a wakeup (irq_work, then
  * waking the reader thread) costs the traced thread ~4 µs on the test VM,
  * several times the program itself, and on the GC family it lands inside
- * stop-the-world. The reader polls every 100 ms (probes.Ring), so a record
+ * stop-the-world. The reader polls every second (probes.Ring), so a record
  * waits at most that long; a burst wakes it early, long before the ring is
  * full. */
 static __always_inline void submit_batched(void *ring, void *rec, __u64 wake_bytes)

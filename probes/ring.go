@@ -33,7 +33,7 @@ func NewRing[T any](name string, m *ebpf.Map) (*Ring[T], error) {
 
 // PollEvery is how often a reader looks for records submitted without a
 // wakeup (submit_batched in bpf/gopulse.h): the longest a record waits.
-const PollEvery = 100 * time.Millisecond
+const PollEvery = time.Second
 
 // Read delivers records to fn until the ring is closed or ctx is done. fn
 // runs on the reader's goroutine: while it runs the ring fills, and once
