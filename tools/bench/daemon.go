@@ -35,6 +35,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/probes"
 )
 
 // env is what every measurement needs: where the binaries are, and the
@@ -297,11 +298,12 @@ func (e *env) tracedRun(ctx context.Context, setting string, w workload) (traced
 
 // gcCyclesSeen is the number of the fixture's GC cycles the daemon
 // observed: equal to the fixture's own count when the whole run was
-// traced. Cycle events reach the daemon through a ring buffer, so the
-// last may land a moment after the fixture exited.
+// traced. Cycle events reach the daemon through a ring buffer read every
+// probes.PollEvery (no wakeup per record), so the last may land up to that
+// long after the fixture exited.
 func (d *benchDaemon) gcCyclesSeen(ctx context.Context, r result) int {
 	seen := -1
-	for i := 0; i < 25; i++ {
+	for deadline := time.Now().Add(probes.PollEvery + time.Second); time.Now().Before(deadline); {
 		h, err := d.client.GCHistory(ctx, r.pid, 1)
 		if err == nil {
 			seen = int(h.Process.GCCycles)
