@@ -102,6 +102,14 @@ func (s *ProcSymbols) load(root string, pid uint32) (procSym, error) {
 	return procSym{tab: tab, bias: bias}, nil
 }
 
+// Preload reads pid's symbols now (see Resolve), so that addresses can be
+// named after the process exited. It re-reads them: a tracked PID that
+// exec'd is a new program.
+func (s *ProcSymbols) Preload(pid uint32) {
+	s.Forget(pid)
+	s.lookup(pid)
+}
+
 // Forget drops what is cached of an exited process.
 func (s *ProcSymbols) Forget(pid uint32) {
 	s.mu.Lock()

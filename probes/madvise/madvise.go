@@ -133,6 +133,10 @@ func (f *Family) Programs() []*ebpf.Program {
 func (f *Family) Track(pid uint32) {
 	var zero madviseMadvTotals
 	_ = f.objs.MadvProcs.Update(pid, &zero, ebpf.UpdateNoExist)
+	// Events reach user space up to probes.PollEvery later, when a
+	// short-lived process may be gone with its /proc entry: learn its
+	// symbols (function table, load bias) now, while it runs.
+	f.syms.Preload(pid)
 }
 
 // Forget drops an exited process's kernel-side state.

@@ -152,7 +152,7 @@ func TestMadviseCountsEqualStrace(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := straceMadvise(string(trace))
-			time.Sleep(200 * time.Millisecond) // let the reader drain
+			time.Sleep(probes.PollEvery + 500*time.Millisecond) // let the reader poll and drain
 			mu.Lock()
 			evs := got[pid]
 			mu.Unlock()
