@@ -188,8 +188,8 @@ type Status struct {
 	// Ready: the probe families are loaded and the processes running at
 	// start are attached (the API answers before that).
 	Ready     bool     `json:"ready"`
-	Probes    []string  `json:"probe_families"`
-	Processes int       `json:"processes_traced"`
+	Probes    []string `json:"probe_families"`
+	Processes int      `json:"processes_traced"`
 	// ProcessesDropped counts Go processes not traced because of --max-pids.
 	ProcessesDropped uint64         `json:"processes_dropped"`
 	Binaries         []BinaryStatus `json:"binaries"`
