@@ -8,7 +8,6 @@ package mheaplock
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -31,26 +30,19 @@ type Proc = mheaplockLockProc
 
 // Family is the loaded mheaplock family.
 type Family struct {
-	objs     mheaplockObjects
-	totals   *probes.Totals[Proc]
-	procRoot string
-
-	mu   sync.Mutex
-	bins map[goinspect.FileID]binFacts
+	objs   mheaplockObjects
+	totals *probes.Totals[Proc]
+	bins   probes.PerBinary[binFacts]
 }
 
 type binFacts struct {
-	base    goinspect.LoadBase
 	mheap   uint64 // link-time address of mheap_.lock.key
 	spinbit bool
-	err     error
 }
-
-const maxBins = 256
 
 // New loads the family's programs.
 func New() (*Family, error) {
-	f := &Family{procRoot: "/proc", bins: map[goinspect.FileID]binFacts{}}
+	f := &Family{}
 	if err := loadMheaplockObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load mheaplock programs: %w", err)
 	}
@@ -87,26 +79,7 @@ func (f *Family) Track(pid uint32) {
 
 // TrackErr is Track, reporting why a process cannot be observed.
 func (f *Family) TrackErr(pid uint32) error {
-	id, err := goinspect.StatPID(f.procRoot, int(pid))
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	bf, ok := f.bins[id]
-	f.mu.Unlock()
-	if !ok {
-		bf = inspect(f.procRoot, pid)
-		f.mu.Lock()
-		if len(f.bins) >= maxBins {
-			clear(f.bins)
-		}
-		f.bins[id] = bf
-		f.mu.Unlock()
-	}
-	if bf.err != nil {
-		return bf.err
-	}
-	bias, err := bf.base.Bias(f.procRoot, int(pid))
+	bf, bias, err := f.bins.ForPID(pid, inspect)
 	if err != nil {
 		return err
 	}
@@ -117,23 +90,14 @@ func (f *Family) TrackErr(pid uint32) error {
 	return f.objs.LockProcs.Update(pid, &p, ebpf.UpdateNoExist)
 }
 
-func inspect(procRoot string, pid uint32) binFacts {
-	b, err := goinspect.OpenPID(procRoot, int(pid))
-	if err != nil {
-		return binFacts{err: err}
-	}
-	defer b.Close()
+func inspect(b *goinspect.Binary) (binFacts, error) {
 	var bf binFacts
-	if bf.base, err = b.LoadBase(); err != nil {
-		return binFacts{err: err}
-	}
+	var err error
 	if bf.mheap, err = MheapLockAddr(b); err != nil {
-		return binFacts{err: err}
+		return bf, err
 	}
-	if bf.spinbit, err = SpinbitLock(b); err != nil {
-		return binFacts{err: err}
-	}
-	return bf
+	bf.spinbit, err = SpinbitLock(b)
+	return bf, err
 }
 
 // Method says how pid's contention is observed, "" if it is not.

@@ -327,29 +327,17 @@ func (r *latReader) close() {
 
 // latBin is what the family learned of one binary.
 type latBin struct {
-	base    goinspect.LoadBase
 	addr    uint64 // link-time address of sched.timeToRun
 	layout  probes.TimeHist
 	buckets []float64
-	err     error
 }
 
-func inspectLatency(procRoot string, pid uint32) latBin {
-	b, err := goinspect.OpenPID(procRoot, int(pid))
-	if err != nil {
-		return latBin{err: err}
-	}
-	defer b.Close()
+func inspectLatency(b *goinspect.Binary) (latBin, error) {
 	facts, err := probes.FactsFor(b)
 	if err != nil {
-		return latBin{err: err}
+		return latBin{}, err
 	}
 	lb := latBin{layout: facts.TimeHist, buckets: Buckets(facts.TimeHist)}
-	if lb.base, err = b.LoadBase(); err != nil {
-		return latBin{err: err}
-	}
-	if lb.addr, err = TimeToRunAddr(b, facts.TimeHist); err != nil {
-		return latBin{err: err}
-	}
-	return lb
+	lb.addr, err = TimeToRunAddr(b, facts.TimeHist)
+	return lb, err
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/gopulse/gopulse/probes"
-	"github.com/gopulse/gopulse/probes/goinspect"
 )
 
 // Name of the family, as --probes spells it.
@@ -31,29 +30,25 @@ type Proc = schedSchedProc
 
 // Family is the loaded sched family.
 type Family struct {
-	objs     schedObjects
-	totals   *probes.Totals[Proc]
-	every    time.Duration
-	procRoot string
+	objs   schedObjects
+	totals *probes.Totals[Proc]
+	every  time.Duration
+	bins   probes.PerBinary[latBin] // and its ProcRoot for /proc/PID/mem
 
-	mu   sync.Mutex
-	bins map[goinspect.FileID]latBin
-	lat  map[uint32]*latReader // goroutine latency, per tracked process
+	mu  sync.Mutex
+	lat map[uint32]*latReader // goroutine latency, per tracked process
 	// latErr says why a tracked process has no goroutine latency.
 	latErr map[uint32]string
 }
 
-// Bounds: binaries inspected (cache, cleared when full) and processes whose
-// memory is held open (one descriptor each).
-const (
-	maxBins     = 256
-	maxLatProcs = 4096
-)
+// maxLatProcs bounds the processes whose memory is held open (one
+// descriptor each).
+const maxLatProcs = 4096
 
 // New loads the family's programs.
 func New() (*Family, error) {
-	f := &Family{every: time.Second, procRoot: "/proc", bins: map[goinspect.FileID]latBin{},
-		lat: map[uint32]*latReader{}, latErr: map[uint32]string{}}
+	f := &Family{every: time.Second, lat: map[uint32]*latReader{}, latErr: map[uint32]string{}}
+	f.bins.ProcRoot = "/proc"
 	if err := loadSchedObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load sched programs: %w", err)
 	}
@@ -104,30 +99,11 @@ func (f *Family) trackLatency(pid uint32) error {
 	if full {
 		return fmt.Errorf("goroutine latency not read: %d processes already followed", maxLatProcs)
 	}
-	id, err := goinspect.StatPID(f.procRoot, int(pid))
+	lb, bias, err := f.bins.ForPID(pid, inspectLatency)
 	if err != nil {
 		return err
 	}
-	f.mu.Lock()
-	lb, ok := f.bins[id]
-	f.mu.Unlock()
-	if !ok {
-		lb = inspectLatency(f.procRoot, pid)
-		f.mu.Lock()
-		if len(f.bins) >= maxBins {
-			clear(f.bins)
-		}
-		f.bins[id] = lb
-		f.mu.Unlock()
-	}
-	if lb.err != nil {
-		return lb.err
-	}
-	bias, err := lb.base.Bias(f.procRoot, int(pid))
-	if err != nil {
-		return err
-	}
-	r, err := openLatReader(f.procRoot, pid, lb.addr+bias, lb.layout, lb.buckets)
+	r, err := openLatReader(f.bins.ProcRoot, pid, lb.addr+bias, lb.layout, lb.buckets)
 	if err != nil {
 		return err
 	}
