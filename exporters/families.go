@@ -2,7 +2,6 @@ package exporters
 
 import (
 	"math"
-	"math/bits"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -81,13 +80,12 @@ type l2hist struct {
 func fromAPI(h api.Histogram) l2hist {
 	out := l2hist{counts: make([]uint64, log2Buckets), count: h.Count, sum: h.SumSeconds}
 	for i, c := range h.Counts {
-		j := log2Buckets - 1
-		if i < len(h.BucketUpperSeconds) && h.BucketUpperSeconds[i] >= 0 {
-			if ns := uint64(math.Round(h.BucketUpperSeconds[i] * 1e9)); ns > 0 {
-				j = min(bits.Len64(ns-1), log2Buckets-1)
-			} else {
-				j = 0
-			}
+		j := -1
+		if i < len(h.BucketUpperSeconds) {
+			j = api.Pow2Bucket(h.BucketUpperSeconds[i])
+		}
+		if j < 0 || j >= log2Buckets {
+			j = log2Buckets - 1
 		}
 		out.counts[j] += c
 	}

@@ -43,10 +43,14 @@ func (r *Ring[T]) Read(ctx context.Context, fn func(*T)) error {
 	defer stop()
 	var rec ringbuf.Record
 	var v T
+	// The deadline is renewed only when it fired: records in the ring are
+	// read whether or not it has passed, so a steady flow needs no clock
+	// read per record, and an empty ring is waited on for PollEvery.
+	r.rd.SetDeadline(time.Now().Add(PollEvery))
 	for {
-		r.rd.SetDeadline(time.Now().Add(PollEvery))
 		if err := r.rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				r.rd.SetDeadline(time.Now().Add(PollEvery))
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {

@@ -256,6 +256,22 @@ func quantile(counts []uint64, total uint64, q float64) float64 {
 	if total == 0 {
 		return 0
 	}
+	v, ok := interpolate(counts, total, q, func(i int) (lo, hi float64) {
+		if i == 0 {
+			return 0, 1e-9
+		}
+		return math.Ldexp(1, i-1) / 1e9, math.Ldexp(1, i) / 1e9
+	})
+	if !ok {
+		return math.Ldexp(1, len(counts)-1) / 1e9
+	}
+	return v
+}
+
+// interpolate returns the q-quantile of counts, linear within the bucket
+// holding it, whose edges are edges(i); ok is false when the rank lies
+// beyond every bucket.
+func interpolate(counts []uint64, total uint64, q float64, edges func(i int) (lo, hi float64)) (v float64, ok bool) {
 	rank := q * float64(total)
 	var seen float64
 	for i, c := range counts {
@@ -263,15 +279,12 @@ func quantile(counts []uint64, total uint64, q float64) float64 {
 			continue
 		}
 		if seen+float64(c) >= rank {
-			lo, hi := 0.0, 1.0
-			if i > 0 {
-				lo, hi = math.Ldexp(1, i-1), math.Ldexp(1, i)
-			}
-			return (lo + (hi-lo)*(rank-seen)/float64(c)) / 1e9
+			lo, hi := edges(i)
+			return lo + (hi-lo)*(rank-seen)/float64(c), true
 		}
 		seen += float64(c)
 	}
-	return math.Ldexp(1, len(counts)-1) / 1e9
+	return 0, false
 }
 
 // BoundsHistogram turns a histogram in runtime/metrics form (boundaries in
@@ -314,19 +327,8 @@ func BoundsHistogram(bounds []float64, counts []uint64) api.Histogram {
 		h.Counts = append(h.Counts, counts[i])
 	}
 	q := func(f float64) float64 {
-		rank := f * float64(h.Count)
-		var seen float64
-		for i, c := range counts {
-			if c == 0 {
-				continue
-			}
-			if seen+float64(c) >= rank {
-				lo, hi := edges(i)
-				return lo + (hi-lo)*(rank-seen)/float64(c)
-			}
-			seen += float64(c)
-		}
-		return 0
+		v, _ := interpolate(counts, h.Count, f, edges)
+		return v
 	}
 	if h.Count > 0 {
 		h.P50Seconds, h.P90Seconds, h.P99Seconds = q(0.50), q(0.90), q(0.99)

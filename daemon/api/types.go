@@ -3,7 +3,11 @@
 // the contract: scripts parse `gopulse ... -o json`.
 package api
 
-import "time"
+import (
+	"math"
+	"math/bits"
+	"time"
+)
 
 // Process is one traced Go process, as listed by `gopulse ps`.
 type Process struct {
@@ -115,6 +119,23 @@ type MadviseStats struct {
 	ReleasedBySource map[string]uint64 `json:"released_bytes_by_source"`
 	// RSSBytes is the process's resident set now (procfs), 0 once exited.
 	RSSBytes uint64 `json:"rss_bytes"`
+}
+
+// Pow2Bucket is the power-of-two bucket of a bucket with upper bound
+// upperSeconds: j such that the bound lies in (2^(j-1), 2^j] ns (0 for a
+// bound of 0 ns or less, -1 for the unbounded bucket, upperSeconds < 0).
+// Finer buckets that never straddle a power of two (the runtime's) fold
+// into these exactly; the kernel side's power-of-two buckets map to
+// themselves.
+func Pow2Bucket(upperSeconds float64) int {
+	if upperSeconds < 0 {
+		return -1
+	}
+	ns := uint64(math.Round(upperSeconds * 1e9))
+	if ns == 0 {
+		return 0
+	}
+	return bits.Len64(ns - 1)
 }
 
 // SchedStats is how the process's OS threads were scheduled, from the

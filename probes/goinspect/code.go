@@ -71,6 +71,25 @@ func (in Inst) Target() (uint64, bool) {
 	return 0, false
 }
 
+// JumpTargets returns the addresses that jumps (conditional or not) in
+// code lead to: a located instruction sequence is straight-line only if
+// none lands inside it.
+func JumpTargets(code []Inst) map[uint64]bool {
+	targets := map[uint64]bool{}
+	for _, in := range code {
+		if in.Op == x86asm.CALL {
+			continue
+		}
+		if _, rel := in.Args[0].(x86asm.Rel); !rel {
+			continue
+		}
+		if t, ok := in.Target(); ok {
+			targets[t] = true
+		}
+	}
+	return targets
+}
+
 // Funcs returns every function of the binary, sorted by entry.
 func (b *Binary) Funcs() []Func {
 	out := make([]Func, 0, len(b.funcs))

@@ -113,12 +113,7 @@ func SleepSites(b *goinspect.Binary, fn goinspect.Func, _ probes.Facts) ([]probe
 	if err != nil {
 		return nil, err
 	}
-	targets := map[uint64]bool{}
-	for _, in := range code {
-		if t, ok := in.Target(); ok && isJump(in.Op) {
-			targets[t] = true
-		}
-	}
+	targets := goinspect.JumpTargets(code)
 	var sites []probes.Site
 	for i, in := range code {
 		if in.Op != x86asm.CALL {
@@ -175,16 +170,6 @@ func hasLock(in goinspect.Inst) bool {
 		if p&0xff == x86asm.PrefixLOCK&0xff {
 			return true
 		}
-	}
-	return false
-}
-
-func isJump(op x86asm.Op) bool {
-	switch op {
-	case x86asm.JMP, x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JNE,
-		x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JO, x86asm.JNO, x86asm.JP,
-		x86asm.JNP, x86asm.JS, x86asm.JNS, x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ:
-		return true
 	}
 	return false
 }

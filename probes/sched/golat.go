@@ -89,7 +89,7 @@ func TimeToRunAddr(b *goinspect.Binary, h probes.TimeHist) (uint64, error) {
 // the register ABI) by a RIP-relative LEA before each call of record; all
 // calls must agree. 0 when casgstatus does not call it.
 func recordReceiver(code []goinspect.Inst, record uint64) (uint64, error) {
-	targets := jumpTargets(code)
+	targets := goinspect.JumpTargets(code)
 	var found uint64
 	for i, in := range code {
 		if in.Op != x86asm.CALL {
@@ -192,22 +192,6 @@ func checkLayout(code []goinspect.Inst, h probes.TimeHist) error {
 		}
 	}
 	return nil
-}
-
-func jumpTargets(code []goinspect.Inst) map[uint64]bool {
-	targets := map[uint64]bool{}
-	for _, in := range code {
-		if in.Op == x86asm.CALL {
-			continue
-		}
-		if _, rel := in.Args[0].(x86asm.Rel); !rel {
-			continue
-		}
-		if t, ok := in.Target(); ok {
-			targets[t] = true
-		}
-	}
-	return targets
 }
 
 // Buckets returns the boundaries runtime/metrics gives a timeHistogram of

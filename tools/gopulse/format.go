@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/bits"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -365,9 +364,8 @@ func pow2(h api.Histogram) api.Histogram {
 	idx := map[float64]int{}
 	for i, c := range h.Counts {
 		up := h.BucketUpperSeconds[i]
-		if up > 0 {
-			ns := uint64(math.Round(up * 1e9))
-			up = math.Ldexp(1, bits.Len64(ns-1)) / 1e9
+		if j := api.Pow2Bucket(up); j > 0 {
+			up = math.Ldexp(1, j) / 1e9
 		}
 		j, ok := idx[up]
 		if !ok {
