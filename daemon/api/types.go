@@ -44,11 +44,52 @@ type Process struct {
 	OtherSTWCount        uint64  `json:"other_stw_count"`
 	OtherSTWSecondsTotal float64 `json:"other_stw_seconds_total"`
 
+	// The runtime's own settings and gauges, read from the process's
+	// memory (the GC controller, memstats, sched); absent (nil) until read
+	// or when its layout was refused (RuntimeError says why).
+	*Runtime
+	RuntimeError string `json:"runtime_error,omitempty"`
+
 	// Sections of the optional probe families; nil (absent) when the family
 	// is off or saw nothing of the process yet.
 	MheapLock *MheapLockStats `json:"mheap_lock,omitempty"`
 	Madvise   *MadviseStats   `json:"madvise,omitempty"`
 	Sched     *SchedStats     `json:"sched,omitempty"`
+}
+
+// Runtime is what the Go runtime of a process records about itself,
+// read from its memory at attach and on every poll; the names are a
+// contract (`ps -o json`), the OpenTelemetry names in README's table.
+type Runtime struct {
+	// GCGoalBytes is the heap goal of the current cycle
+	// (/gc/heap/goal:bytes, go.memory.gc.goal).
+	GCGoalBytes uint64 `json:"gc_goal_bytes"`
+	// GOGCPercent is GOGC as now in force (debug.SetGCPercent included);
+	// -1 when GC is off (go.config.gogc).
+	GOGCPercent int64 `json:"gogc_percent"`
+	// MemoryLimitBytes is GOMEMLIMIT / debug.SetMemoryLimit
+	// (math.MaxInt64: no limit; go.memory.limit).
+	MemoryLimitBytes int64 `json:"memory_limit_bytes"`
+	// Goroutines alive (/sched/goroutines, go.goroutine.count).
+	Goroutines int64 `json:"goroutines"`
+	// GOMAXPROCS (/sched/gomaxprocs, go.processor.limit).
+	GOMAXPROCS int64 `json:"gomaxprocs"`
+	// HeapLiveBytes is the heap in use as the pacer counts it
+	// (gcController.heapLive).
+	HeapLiveBytes uint64 `json:"heap_live_bytes"`
+	// MemoryUsedBytes is memory mapped by the runtime and not released
+	// (/memory/classes/total − heap/released, go.memory.used), of which
+	// MemoryStackBytes are goroutine stacks (go.memory.type=stack).
+	MemoryUsedBytes  uint64 `json:"memory_used_bytes"`
+	MemoryStackBytes uint64 `json:"memory_stack_bytes"`
+	// AllocatedBytes and Allocations are cumulative heap allocations
+	// (go.memory.allocated, go.memory.allocations).
+	AllocatedBytes uint64 `json:"allocated_bytes_total"`
+	Allocations    uint64 `json:"allocations_total"`
+	// HeapMarkedBytes is the live heap the last cycle marked.
+	HeapMarkedBytes uint64 `json:"heap_marked_bytes"`
+	// ReadAt is when the figures were read.
+	ReadAt time.Time `json:"runtime_read_at"`
 }
 
 // Histogram is a distribution of durations in power-of-two buckets:
@@ -170,9 +211,12 @@ const (
 
 // GCCycle is one completed GC cycle, one line of `gopulse gc PID`.
 type GCCycle struct {
-	// Seq numbers cycles as the daemon saw them (1 = first observed). For a
-	// process traced from its start it equals the runtime's cycle number.
+	// Seq is the runtime's own cycle number (the N of gctrace's "gc N").
 	Seq     uint64    `json:"seq"`
+	// BeforeProbes marks a cycle that ran before the daemon's probes saw
+	// the process, recovered from the runtime's own pause rings: only its
+	// pause (and when it ended) are known.
+	BeforeProbes bool `json:"before_probes,omitempty"`
 	Trigger string    `json:"trigger"`
 	Forced  bool      `json:"forced"`
 	Start   time.Time `json:"start"` // sweep termination began (wall clock)
