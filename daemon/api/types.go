@@ -212,14 +212,14 @@ const (
 // GCCycle is one completed GC cycle, one line of `gopulse gc PID`.
 type GCCycle struct {
 	// Seq is the runtime's own cycle number (the N of gctrace's "gc N").
-	Seq     uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
 	// BeforeProbes marks a cycle that ran before the daemon's probes saw
 	// the process, recovered from the runtime's own pause rings: only its
 	// pause (and when it ended) are known.
-	BeforeProbes bool `json:"before_probes,omitempty"`
-	Trigger string    `json:"trigger"`
-	Forced  bool      `json:"forced"`
-	Start   time.Time `json:"start"` // sweep termination began (wall clock)
+	BeforeProbes bool      `json:"before_probes,omitempty"`
+	Trigger      string    `json:"trigger"`
+	Forced       bool      `json:"forced"`
+	Start        time.Time `json:"start"` // sweep termination began (wall clock)
 	// SinceProcessStart is the cycle's start relative to the process start,
 	// the "@Xs" of a gctrace line.
 	SinceProcessStart float64 `json:"since_process_start_seconds"`
