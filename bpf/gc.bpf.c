@@ -1,276 +1,86 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0-only)
 /*
- * GC probe family: one event per completed GC cycle of every traced Go
- * process, built from the runtime's own timestamps (nanotime is
- * CLOCK_MONOTONIC) read from registers, so the traps themselves do not skew
- * the figures beyond what the runtime itself measures.
+ * GC probe family: ONE uprobe hit per completed GC cycle of every traced
+ * Go process. The runtime books every cycle itself (memstats: numgc,
+ * numforcedgc, pause_total_ns; work: the phase timestamps tSweepTerm,
+ * tMark, tMarkTerm, tEnd, the pause pauseNS, heap0/1/2, userForced;
+ * gcController: assistTime, heapLive, the next goal), so instead of
+ * trapping each transition (6 traps per cycle on Go >= 1.22, 4 before,
+ * each ~10 µs on the test VM and most of them inside stop-the-world), the
+ * program copies those books once, when they are complete and before the
+ * next cycle can touch them.
  *
- * Probes (all uprobes at function entries or at RET instructions, never
- * uretprobes):
- *   (*gcControllerState).startCycle  entry: markStartTime (= work.tSweepTerm),
- *                                    trigger kind, heapLive
- *   (*gcControllerState).endCycle    entry: now (= work.tMarkTerm), heapLive,
- *                                    assistTime
- *   startTheWorldWithSema            Go >= 1.22: entry: worldStop.reason and
- *                                    .startedStopping; each RET: now
- *   (*gcCPULimiterState).finishGCTransition
- *                                    Go < 1.22: entry: now, the end of the pause
- * A stop-the-world is serialised by worldsema within a process, so one
- * in-flight state per process is enough.
+ * Where: the CALL runtime.mProf_Flush instruction of
+ * runtime.gcMarkTermination (Go 1.19-1.27), found by disassembly
+ * (probes/gc.Site). By then numgc is incremented and the pause recorded,
+ * and the world is running again, so the trap does not lengthen the pause;
+ * the next cycle cannot start before gcMarkTermination releases
+ * work.startSema/gcsema, so the books are stable. mProf_Flush itself is
+ * also called from gcSweep in STW-sweep mode, hence a site, not its entry.
+ *
+ * The program knows no layout: user space writes, per binary, the byte
+ * windows to copy (gc_layouts, keyed by the attach cookie) and decodes
+ * them with the facts table (probes/rtstate.DecodeCycle), which is the
+ * one definition of the runtime's offsets. Totals need no kernel state:
+ * they are the runtime's own counters, absolute and exact however late
+ * the process was attached or however many records were lost.
  */
 #include "gopulse.h"
 #include "gc.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* Go's gcTriggerKind and stwReason values; stable from Go 1.19 (triggers)
- * and Go 1.21 (reasons) to 1.27. */
-#define GC_TRIGGER_CYCLE 2
-#define STW_GC_MARK_TERM 1
-#define STW_GC_SWEEP_TERM 2
-
-enum gc_phase {
-	PHASE_OFF = 0,
-	PHASE_SWEEP_TERM = 1, /* world stopped for sweep termination */
-	PHASE_MARK = 2,       /* concurrent mark */
-	PHASE_MARK_TERM = 3,  /* world stopped for mark termination */
-};
-
-struct gc_state {
-	struct gc_event ev; /* the cycle being built; totals run on */
-	__u8 phase;
-};
-
-struct stw_entry {
-	__s64 started;
-	__u8 reason;
-};
-
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, GC_MAX_PROCS);
-	__type(key, __u32); /* tgid */
-	__type(value, struct gc_state);
-} gc_states SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GC_MAX_LAYOUTS);
+	__type(key, __u32);
+	__type(value, struct gc_layout);
+} gc_layouts SEC(".maps");
 
-/* startTheWorldWithSema runs on the system stack without preemption, so
- * its entry and RETs happen on one thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* tid */
-	__type(value, struct stw_entry);
-} stw_entries SEC(".maps");
+#define GC_RING_BYTES (1 << 21)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, GC_RING_BYTES);
 } gc_events SEC(".maps");
 
 DEFINE_LOST_COUNTER(gc_lost);
 
-/* Dummy use so bpf2go -type finds the event type. */
-const struct gc_event *unused_gc_event __attribute__((unused));
+/* Records whose binary had no layout (a bug, or a layout evicted). */
+DEFINE_LOST_COUNTER(gc_nolayout);
 
-/* Cookie layout, set per binary from the version table: bits 0-15 the
- * offset of gcControllerState.heapLive, bits 16-31 of .assistTime; 0 when
- * unknown for this binary. */
-static __always_inline __u64 read_field(__u64 base, __u64 cookie, int shift)
+/* Dummy uses so bpf2go -type finds the types. */
+const struct gc_record *unused_gc_record __attribute__((unused));
+const struct gc_layout *unused_gc_layout __attribute__((unused));
+
+SEC("uprobe")
+int gc_cycle(struct pt_regs *ctx)
 {
-	__u64 off = (cookie >> shift) & 0xffff, v = 0;
-	if (!off || !base)
+	__u64 ip = ctx->ip; /* the probed address: the kernel resets it for handlers */
+	__u32 key = (__u32)bpf_get_attach_cookie(ctx);
+	struct gc_layout *l = bpf_map_lookup_elem(&gc_layouts, &key);
+	if (!l) {
+		count_lost(&gc_nolayout);
 		return 0;
-	bpf_probe_read_user(&v, sizeof(v), (void *)(base + off));
-	return v;
-}
-
-static __always_inline struct gc_state *state_for(__u32 tgid)
-{
-	struct gc_state *st = bpf_map_lookup_elem(&gc_states, &tgid);
-	if (st)
-		return st;
-	struct gc_state zero = {};
-	bpf_map_update_elem(&gc_states, &tgid, &zero, BPF_NOEXIST);
-	st = bpf_map_lookup_elem(&gc_states, &tgid);
-	if (st)
-		st->ev.pid = tgid;
-	return st;
-}
-
-static __always_inline void emit(struct gc_event *src)
-{
-	struct gc_event *e = bpf_ringbuf_reserve(&gc_events, sizeof(*e), 0);
-	if (!e) {
+	}
+	__u64 bias = ip - l->site;
+	struct gc_record *r = bpf_ringbuf_reserve(&gc_events, sizeof(*r), 0);
+	if (!r) {
 		count_lost(&gc_lost);
-		return;
-	}
-	__builtin_memcpy(e, src, sizeof(*e));
-	submit_batched(&gc_events, e, (1 << 20) / 8);
-}
-
-SEC("uprobe")
-int gc_start_cycle(struct pt_regs *ctx)
-{
-	/* Read every register first: the verifier rejects ctx accesses the
-	 * compiler turns into pointer arithmetic later on. */
-	__u64 c = GO_ARG1(ctx), mark_start = GO_ARG2(ctx), kind = GO_ARG4(ctx);
-	__u64 cookie = bpf_get_attach_cookie(ctx);
-	struct gc_state *st = state_for(current_tgid());
-	if (!st)
 		return 0;
-	struct gc_event *ev = &st->ev;
-
-	/* A cycle left unfinished (attached mid-way) is dropped here. */
-	ev->kind = GC_EVENT_CYCLE;
-	ev->flags = 0;
-	ev->seq++;
-	ev->trigger = (__u8)kind;
-	ev->stw_reason = 0;
-	ev->t_sweep_term = (__s64)mark_start;
-	ev->t_mark = ev->t_mark_term = ev->t_end = 0;
-	ev->stw_sweep_ns = ev->stw_mark_ns = 0;
-	ev->heap_start = read_field(c, cookie, 0);
-	ev->heap_end = ev->assist_ns = 0;
-	st->phase = PHASE_SWEEP_TERM;
-	return 0;
-}
-
-SEC("uprobe")
-int gc_end_cycle(struct pt_regs *ctx)
-{
-	__u64 c = GO_ARG1(ctx), now = GO_ARG2(ctx);
-	__u64 cookie = bpf_get_attach_cookie(ctx);
-	struct gc_state *st = state_for(current_tgid());
-	if (!st)
-		return 0;
-	struct gc_event *ev = &st->ev;
-
-	if (st->phase != PHASE_MARK) {
-		/* Attached mid-cycle: the start of this one was not seen. */
-		if (st->phase == PHASE_OFF)
-			ev->seq++;
-		ev->flags |= GC_FLAG_PARTIAL;
-		ev->kind = GC_EVENT_CYCLE;
 	}
-	ev->t_mark_term = (__s64)now;
-	ev->heap_end = read_field(c, cookie, 0);
-	ev->assist_ns = read_field(c, cookie, 16);
-	st->phase = PHASE_MARK_TERM;
-	return 0;
-}
-
-SEC("uprobe")
-int gc_stw_start_entry(struct pt_regs *ctx)
-{
-	struct stw_entry e = {
-		.started = (__s64)GO_ARG3(ctx), /* w.startedStopping */
-		.reason = (__u8)GO_ARG2(ctx),   /* w.reason */
-	};
-	__u32 tid = current_tid();
-	bpf_map_update_elem(&stw_entries, &tid, &e, BPF_ANY);
-	return 0;
-}
-
-static __always_inline void finish_cycle(struct gc_state *st, __s64 now)
-{
-	struct gc_event *ev = &st->ev;
-	ev->t_end = now;
-	ev->cycles++;
-	if (ev->trigger == GC_TRIGGER_CYCLE)
-		ev->forced_cycles++;
-	ev->pause_total_ns += ev->stw_sweep_ns + ev->stw_mark_ns;
-	emit(ev);
-	st->phase = PHASE_OFF;
-}
-
-SEC("uprobe")
-int gc_stw_start_ret(struct pt_regs *ctx)
-{
-	__s64 now = (__s64)GO_RET1(ctx);
-	__u32 tid = current_tid(), tgid = current_tgid();
-	struct stw_entry *e = bpf_map_lookup_elem(&stw_entries, &tid);
-	struct gc_state *st = bpf_map_lookup_elem(&gc_states, &tgid);
-
-	if (!e)
-		return 0; /* attached between entry and RET */
-
-	/* The runtime's own pause is now - startedStopping. */
-	__s64 began = e->started;
-	__u8 reason = e->reason;
-	bpf_map_delete_elem(&stw_entries, &tid);
-
-	if (reason == STW_GC_SWEEP_TERM) {
-		if (st && st->phase == PHASE_SWEEP_TERM) {
-			st->ev.stw_sweep_ns = now - began;
-			st->ev.t_mark = now;
-			st->phase = PHASE_MARK;
-		}
-	} else if (reason == STW_GC_MARK_TERM) {
-		if (!st)
-			return 0;
-		/* A restarted mark termination (issue 27993) is paused time
-		 * of this cycle too. */
-		st->ev.stw_mark_ns += now - began;
-		if (st->phase == PHASE_MARK_TERM)
-			finish_cycle(st, now);
-	} else {
-		struct gc_event other = {
-			.kind = GC_EVENT_STW_OTHER,
-			.pid = tgid,
-			.stw_reason = reason,
-			.t_mark_term = began,
-			.t_end = now,
-			.stw_mark_ns = now - began,
-		};
-		emit(&other);
+	r->pid = current_tgid();
+	r->layout = key;
+	r->ktime = bpf_ktime_get_ns();
+#pragma unroll
+	for (int i = 0; i < GC_WINDOWS; i++) {
+		__u32 n = l->len[i];
+		if (n > GC_WINDOW_MAX)
+			n = GC_WINDOW_MAX;
+		r->len[i] = n;
+		if (n && bpf_probe_read_user(r->data[i], n, (void *)(l->addr[i] + bias)))
+			r->len[i] = 0;
 	}
+	submit_batched(&gc_events, r, GC_RING_BYTES / 8);
 	return 0;
-}
-
-/* Go < 1.22: the runtime times each pause from work.pauseStart (the
- * markStartTime/now arguments of startCycle/endCycle) to the `now` it then
- * passes to gcCPULimiter.finishGCTransition, at the end of both the sweep
- * termination and the mark termination. STWs other than the GC's are not
- * told apart on these versions. */
-SEC("uprobe")
-int gc_finish_transition(struct pt_regs *ctx)
-{
-	__s64 now = (__s64)GO_ARG2(ctx);
-	__u32 tgid = current_tgid();
-	struct gc_state *st = bpf_map_lookup_elem(&gc_states, &tgid);
-
-	if (!st)
-		return 0;
-	if (st->phase == PHASE_SWEEP_TERM) {
-		st->ev.stw_sweep_ns = now - st->ev.t_sweep_term;
-		st->ev.t_mark = now;
-		st->phase = PHASE_MARK;
-	} else if (st->phase == PHASE_MARK_TERM) {
-		st->ev.stw_mark_ns += now - st->ev.t_mark_term;
-		finish_cycle(st, now);
-	}
-	return 0;
-}
-
-/* A process that exits, or execs a new image, starts over: its state goes
- * at once (not when the LRU needs room), so a re-exec'd PID counts from 0. */
-static __always_inline int drop_state(void)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	if ((__u32)id == tgid)
-		bpf_map_delete_elem(&gc_states, &tgid);
-	return 0;
-}
-
-SEC("raw_tp/sched_process_exec")
-int gc_proc_exec(void *ctx)
-{
-	return drop_state();
-}
-
-SEC("raw_tp/sched_process_exit")
-int gc_proc_exit(void *ctx)
-{
-	return drop_state();
 }

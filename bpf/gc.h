@@ -1,39 +1,35 @@
 /* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
-/* Event layout shared by gc.bpf.c and, through bpf2go -type, probes/gc. */
+/* Layouts shared by gc.bpf.c and, through bpf2go -type, probes/gc. */
 #ifndef GOPULSE_GC_H
 #define GOPULSE_GC_H
 
-#define GC_MAX_PROCS 16384
+/* A cycle's books are copied in GC_WINDOWS byte ranges of the runtime's
+ * structures (probes/rtstate.CycleWindows), each at most GC_WINDOW_MAX
+ * bytes: work's last-cycle fields (≤ 192 bytes on Go 1.19-1.27), memstats'
+ * counters (24), its pause total (16), gcController's pacing (128). */
+#define GC_WINDOWS 4
+#define GC_WINDOW_MAX 256
+/* Binaries with a layout at once (more than --max-binaries allows). */
+#define GC_MAX_LAYOUTS 8192
 
-enum gc_event_kind {
-	GC_EVENT_CYCLE = 1,
-	GC_EVENT_STW_OTHER = 2,
+/* Per probed binary, written by user space when it attaches: where the
+ * probe sits (link-time) and where each window starts (link-time); the
+ * difference between the probe's run-time address and site is the load
+ * bias of a PIE process. */
+struct gc_layout {
+	__u64 site;
+	__u64 addr[GC_WINDOWS];
+	__u32 len[GC_WINDOWS];
 };
 
-#define GC_FLAG_PARTIAL 1
-
-struct gc_event {
+/* One completed GC cycle: the runtime's own books, copied as they were
+ * when gcMarkTermination restarted the world. */
+struct gc_record {
 	__u32 pid;
-	__u8 kind;
-	__u8 trigger;    /* gcTriggerKind: 0 heap, 1 time, 2 cycle (forced) */
-	__u8 flags;
-	__u8 stw_reason; /* GC_EVENT_STW_OTHER: runtime stwReason */
-	__u64 seq;       /* cycles observed in this process, this one included */
-	/* Runtime nanotime() values (CLOCK_MONOTONIC). */
-	__s64 t_sweep_term;
-	__s64 t_mark;
-	__s64 t_mark_term;
-	__s64 t_end;
-	__u64 stw_sweep_ns;
-	__u64 stw_mark_ns;
-	__u64 heap_start;
-	__u64 heap_end;
-	__u64 assist_ns;
-	/* Running totals of the process since first seen: exact even when
-	 * some events were lost. */
-	__u64 cycles;
-	__u64 forced_cycles;
-	__u64 pause_total_ns;
+	__u32 layout; /* the gc_layouts key: decodes the windows */
+	__u64 ktime;  /* bpf_ktime_get_ns at the probe (CLOCK_MONOTONIC) */
+	__u32 len[GC_WINDOWS]; /* bytes copied; 0: the read failed */
+	__u8 data[GC_WINDOWS][GC_WINDOW_MAX];
 };
 
 #endif

@@ -18,15 +18,14 @@ import (
 type Facts struct {
 	Minor    int  // first Go 1.x release the row applies to
 	Verified bool // a test checks this row against a binary of that version
-	// WorldStopABI: startTheWorldWithSema(now int64, w worldStop) int64, so
-	// its entry has w.reason in RBX and w.startedStopping in RCX (Go 1.22+).
-	// Before, it took no worldStop and the runtime timed pauses from
-	// work.pauseStart, which equals the markStartTime/now arguments of
-	// (*gcControllerState).startCycle/endCycle.
+	// WorldStopABI: the runtime has the worldStop type (Go 1.22+):
+	// startTheWorldWithSema takes it, and the scheduler keeps its own
+	// histograms of stop-the-world time (sched.stwTotalTime{GC,Other}).
 	WorldStopABI bool
-	// Offsets in runtime.gcControllerState; 0 when unknown.
-	HeapLiveOffset   uint16
-	AssistTimeOffset uint16
+	// Books is where the runtime keeps its own counters and settings
+	// (memstats, gcController, work, sched, p), read from the process's
+	// memory by probes/rtstate and by the GC family's one probe per cycle.
+	Books Books
 	// SpinbitMutex: runtime locks are lock_spinbit.go's (Go 1.24+): a
 	// contended lock2 sleeps on its M's semaphore (semasleep), not on the
 	// lock's own futex as lock_futex.go's did.
@@ -86,12 +85,15 @@ func (h TimeHist) Valid() bool { return h.SubBucketBits > 0 }
 // register ABI on every function gopulse probes and with the pacer
 // functions it reads (startCycle/endCycle with these arguments).
 var factsTable = []Facts{
-	{Minor: 19, Verified: true, HeapLiveOffset: 136, AssistTimeOffset: 224, TimeHist: timeHist119},
-	{Minor: 20, TimeHist: timeHist120},
-	{Minor: 22, WorldStopABI: true, TimeHist: timeHist120},
-	{Minor: 24, WorldStopABI: true, SpinbitMutex: true, TimeHist: timeHist120},
-	{Minor: 26, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true, TimeHist: timeHist120},
-	{Minor: 27, Verified: true, WorldStopABI: true, HeapLiveOffset: 104, AssistTimeOffset: 192, SpinbitMutex: true, TimeHist: timeHist120},
+	{Minor: 19, Verified: true, Books: books119, TimeHist: timeHist119},
+	{Minor: 20, Books: books119, TimeHist: timeHist120},
+	{Minor: 21, Verified: true, Books: books121, TimeHist: timeHist120},
+	{Minor: 22, Verified: true, WorldStopABI: true, Books: books122, TimeHist: timeHist120},
+	{Minor: 23, Verified: true, WorldStopABI: true, Books: books123, TimeHist: timeHist120},
+	{Minor: 24, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books123, TimeHist: timeHist120},
+	{Minor: 25, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books125, TimeHist: timeHist120},
+	{Minor: 26, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books126, TimeHist: timeHist120},
+	{Minor: 27, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books126, TimeHist: timeHist120},
 }
 
 // FactsTable returns a copy of the table, for tests and documentation.
@@ -100,18 +102,13 @@ func FactsTable() []Facts { return append([]Facts(nil), factsTable...) }
 // MinGoMinor is the oldest Go 1.x release gopulse traces.
 const MinGoMinor = 19
 
-// FactsFor returns the facts for a binary: its version's row, with struct
-// offsets read from DWARF when the row does not know them (or the release
-// is newer than any row) and the binary is not stripped.
+// FactsFor returns the facts for a binary: its version's row. A release
+// newer than any row gets the newest row; what reads its runtime's books
+// checks the layout against the binary's own code and data before use.
 func FactsFor(b *goinspect.Binary) (Facts, error) {
 	f, err := FactsForVersion(b.Version)
 	if err != nil {
 		return Facts{}, fmt.Errorf("%s: %w", b.Path, err)
-	}
-	newest := factsTable[len(factsTable)-1]
-	if !f.Verified || b.Version.Minor > newest.Minor {
-		f.HeapLiveOffset = dwarfOffset(b, "heapLive")
-		f.AssistTimeOffset = dwarfOffset(b, "assistTime")
 	}
 	return f, nil
 }
@@ -130,10 +127,104 @@ func FactsForVersion(v goinspect.Version) (Facts, error) {
 	return f, nil
 }
 
-func dwarfOffset(b *goinspect.Binary, field string) uint16 {
-	off, err := b.DWARFFieldOffset("runtime.gcControllerState", field)
-	if err != nil || off <= 0 || off > 0xffff {
-		return 0
-	}
-	return uint16(off)
+// with returns a copy of b changed by f; the timestamps, pauseNS and the
+// heap sizes stay contiguous as in every release (tSweepTerm, tMark,
+// tMarkTerm, tEnd; heap0, heap1, heap2).
+func with(b Books, f func(*Books)) Books {
+	f(&b)
+	b.WorkTMark, b.WorkTMarkTerm, b.WorkTEnd = b.WorkTSweepTerm+8, b.WorkTSweepTerm+16, b.WorkTSweepTerm+24
+	b.WorkHeap1, b.WorkHeap2 = b.WorkHeap0+8, b.WorkHeap0+16
+	return b
 }
+
+// Books are the offsets, in bytes, of the runtime's own books that gopulse
+// reads: fields of runtime.workType (work), runtime.mstats (memstats),
+// runtime.gcControllerState (gcController), runtime.schedt (sched) and
+// runtime.p. Every verified row is checked against DWARF (TestFactsTable);
+// at run time each read is checked against identities the runtime keeps
+// (rtstate.check), so an unverified row that does not hold is refused.
+type Books struct {
+	// work: phase timestamps and heap sizes of the last cycle.
+	WorkTSweepTerm, WorkTMark, WorkTMarkTerm, WorkTEnd uint32
+	WorkPauseNS                                        uint32
+	WorkHeap0, WorkHeap1, WorkHeap2                    uint32
+	WorkUserForced                                     uint32
+	// memstats: the cycle counters and the rings of the last 256 pauses.
+	MemLastGCUnix, MemPauseTotalNS, MemPauseNS, MemPauseEnd uint32
+	MemNumGC, MemNumForcedGC, MemLastGCNanotime             uint32
+	// memstats.heapStats: three heapStatsDelta generations of
+	// HeapStatsDeltaSize bytes, whose inStacks the runtime sums.
+	MemHeapStats, HeapStatsDeltaSize, HeapStatsInStacks uint32
+	// gcController.
+	CtlGCPercent, CtlMemoryLimit, CtlHeapMinimum                           uint32
+	CtlGCPercentHeapGoal, CtlSweepDistMinTrigger                           uint32
+	CtlTriggered, CtlHeapLive, CtlHeapMarked, CtlAssistTime                uint32
+	CtlHeapInUse, CtlHeapFree, CtlTotalAlloc, CtlTotalFree, CtlMappedReady uint32
+	CtlSize                                                                uint32
+	// GoalHeadroomPercent is memoryLimitHeapGoalHeadroomPercent (Go
+	// 1.21+; before, a fixed 1 MiB headroom).
+	GoalHeadroomPercent uint32
+	// sched: system goroutines and the free-G lists' counts (one int32 on
+	// Go < 1.24: gFree.n; two from 1.24: gFree.stack.size and
+	// gFree.noStack.size); stwTotalTimeOther (Go 1.22+, 0 before).
+	SchedNGsys, SchedGFree1, SchedGFree2, SchedSTWOther uint32
+	SchedTimeToRun                                      uint32
+	// p: id (the index in allp) and the per-P free-G count.
+	PGFreeN uint32
+}
+
+var (
+	books119 = Books{
+		WorkTSweepTerm: 360, WorkTMark: 368, WorkTMarkTerm: 376, WorkTEnd: 384, WorkPauseNS: 392,
+		WorkHeap0: 408, WorkHeap1: 416, WorkHeap2: 424, WorkUserForced: 280,
+		MemLastGCUnix: 3592, MemPauseTotalNS: 3600, MemPauseNS: 3608, MemPauseEnd: 5656,
+		MemNumGC: 7704, MemNumForcedGC: 7708, MemLastGCNanotime: 7720,
+		MemHeapStats: 0, HeapStatsDeltaSize: 1176, HeapStatsInStacks: 24,
+		CtlGCPercent: 0, CtlMemoryLimit: 8, CtlHeapMinimum: 16,
+		CtlGCPercentHeapGoal: 104, CtlSweepDistMinTrigger: 112,
+		CtlTriggered: 120, CtlHeapLive: 136, CtlHeapMarked: 184, CtlAssistTime: 224,
+		CtlHeapInUse: 304, CtlHeapFree: 320, CtlTotalAlloc: 328, CtlTotalFree: 336, CtlMappedReady: 344, CtlSize: 424,
+		SchedNGsys: 72, SchedGFree1: 176, SchedTimeToRun: 312,
+		PGFreeN: 2472,
+	}
+	books126 = Books{
+		WorkTSweepTerm: 664, WorkTMark: 672, WorkTMarkTerm: 680, WorkTEnd: 688, WorkPauseNS: 696,
+		WorkHeap0: 704, WorkHeap1: 712, WorkHeap2: 720, WorkUserForced: 536,
+		MemLastGCUnix: 3568, MemPauseTotalNS: 3576, MemPauseNS: 3584, MemPauseEnd: 5632,
+		MemNumGC: 7680, MemNumForcedGC: 7684, MemLastGCNanotime: 7696,
+		MemHeapStats: 0, HeapStatsDeltaSize: 1168, HeapStatsInStacks: 24,
+		CtlGCPercent: 0, CtlMemoryLimit: 8, CtlHeapMinimum: 16,
+		CtlGCPercentHeapGoal: 72, CtlSweepDistMinTrigger: 80,
+		CtlTriggered: 88, CtlHeapLive: 104, CtlHeapMarked: 152, CtlAssistTime: 192,
+		CtlHeapInUse: 272, CtlHeapFree: 288, CtlTotalAlloc: 296, CtlTotalFree: 304, CtlMappedReady: 312, CtlSize: 392,
+		GoalHeadroomPercent: 3,
+		SchedNGsys:          96, SchedGFree1: 200, SchedGFree2: 216, SchedSTWOther: 5560, SchedTimeToRun: 360,
+		PGFreeN: 2472,
+	}
+	// Go 1.21: work gains fields before the timestamps; gcController as
+	// in 1.26; the memory-limit goal keeps 3% headroom.
+	books121 = with(books119, func(b *Books) {
+		b.WorkUserForced, b.WorkTSweepTerm, b.WorkPauseNS, b.WorkHeap0 = 344, 416, 448, 464
+		b.CtlGCPercentHeapGoal, b.CtlSweepDistMinTrigger, b.CtlTriggered = 72, 80, 88
+		b.CtlHeapLive, b.CtlHeapMarked, b.CtlAssistTime = 104, 152, 192
+		b.CtlHeapInUse, b.CtlHeapFree, b.CtlTotalAlloc, b.CtlTotalFree, b.CtlMappedReady, b.CtlSize = 272, 288, 296, 304, 312, 392
+		b.GoalHeadroomPercent = 3
+		b.SchedGFree1, b.SchedTimeToRun = 184, 320
+	})
+	// Go 1.22: work.pauseStart gone (worldStop); sched.stwTotalTime*.
+	books122 = with(books121, func(b *Books) {
+		b.WorkHeap0 = 456
+		b.SchedSTWOther = 5520
+	})
+	books123 = with(books122, func(b *Books) {
+		b.WorkUserForced, b.WorkTSweepTerm, b.WorkPauseNS, b.WorkHeap0 = 336, 440, 472, 480
+		b.PGFreeN = 2464
+	})
+	// Go 1.25: mstats shrinks; the free-G lists count per list (gList.size).
+	books125 = with(books123, func(b *Books) {
+		b.WorkUserForced, b.WorkTSweepTerm, b.WorkPauseNS, b.WorkHeap0 = 400, 528, 560, 568
+		b.MemLastGCUnix, b.MemPauseTotalNS, b.MemPauseNS, b.MemPauseEnd = 3568, 3576, 3584, 5632
+		b.MemNumGC, b.MemNumForcedGC, b.MemLastGCNanotime, b.HeapStatsDeltaSize = 7680, 7684, 7696, 1168
+		b.SchedNGsys, b.SchedGFree1, b.SchedGFree2, b.SchedSTWOther, b.SchedTimeToRun = 80, 184, 200, 5544, 344
+	})
+)

@@ -1,48 +1,91 @@
-// Package gc is the GC probe family: one event per completed GC cycle of
-// every traced Go process (trigger, phase timestamps, stop-the-world
-// pauses, assist time, heap in use), read from the runtime's own
-// timestamps. See bpf/gc.bpf.c for the probes.
+// Package gc is the GC probe family: the runtime's own books of every
+// traced Go process — absolute cycle and pause totals, the GC settings and
+// gauges (read from its memory, probes/rtstate), and one record per
+// completed cycle (one uprobe hit, bpf/gc.bpf.c) with its phases, pause,
+// assist time and heap sizes.
 package gc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/goinspect"
+	"github.com/gopulse/gopulse/probes/rtstate"
 )
 
 // Name is the family's name in --probes.
 const Name = "gc"
 
-// Event is one GC event as the BPF program writes it (layout from C).
-type Event = gcGcEvent
+// Kind says what an Event carries.
+type Kind uint8
 
-// Event kinds and flags, mirrored from bpf/gc.h.
 const (
-	KindCycle    = 1
-	KindSTWOther = 2
-	FlagPartial  = 1
-
-	TriggerHeap  = 0
-	TriggerTime  = 1
-	TriggerCycle = 2 // runtime.GC
+	// KindCycle: a cycle just completed, from the probe (Cycle).
+	KindCycle Kind = iota + 1
+	// KindBooks: a reading of the process's books (Books), at tracking
+	// and on every poll; at tracking also the pause rings (Ring).
+	KindBooks
+	// KindError: the process's books cannot be read (Err).
+	KindError
 )
 
-// Family owns the loaded GC programs and their ring buffer.
-type Family struct {
-	objs gcObjects
-	ring *probes.Ring[Event]
+// Event is the family's domain event, shared by the aggregator, the API
+// and the exporters.
+type Event struct {
+	PID   int
+	Kind  Kind
+	Cycle rtstate.Cycle
+	Books rtstate.Sample
+	// Ring holds the cycles the runtime's pause rings still had when the
+	// process was tracked (before the probes may have seen them).
+	Ring []rtstate.RingPause
+	Err  string
 }
 
-// New loads the GC programs into the kernel.
+// Family owns the loaded GC program, its ring buffer, the per-binary
+// layouts the program copies, and a books reader per tracked process.
+type Family struct {
+	objs  gcObjects
+	ring  *probes.Ring[gcGcRecord]
+	every time.Duration
+	bins  probes.PerBinary[bin]
+
+	mu      sync.Mutex
+	layouts map[goinspect.FileID]uint32 // binary → gc_layouts key
+	order   []goinspect.FileID          // keys in order of creation, for eviction
+	books   map[uint32]probes.Books     // gc_layouts key → how to decode
+	nextKey uint32
+	readers map[uint32]*reader
+	pending []Event // tracking results, handed to the reader loop
+}
+
+// bin is what the family learns of a binary once.
+type bin struct {
+	facts probes.Facts
+	addrs rtstate.Addrs
+}
+
+// maxReaders bounds the processes whose books are read.
+const maxReaders = 16384
+
+// New loads the GC program into the kernel.
 func New() (*Family, error) {
-	f := &Family{}
+	f := &Family{every: time.Second, layouts: map[goinspect.FileID]uint32{}, books: map[uint32]probes.Books{}, readers: map[uint32]*reader{}}
+	f.bins.ProcRoot = "/proc"
 	if err := loadGcObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
 	}
-	ring, err := probes.NewRing[Event](Name, f.objs.GcEvents)
+	ring, err := probes.NewRing[gcGcRecord](Name, f.objs.GcEvents)
 	if err != nil {
 		f.objs.Close()
 		return nil, err
@@ -51,53 +94,287 @@ func New() (*Family, error) {
 	return f, nil
 }
 
-// Spec declares the probes; the shared attacher puts them on each binary.
+// SetProcRoot makes the family read processes under root (--proc).
+func (f *Family) SetProcRoot(root string) { f.bins.ProcRoot = root }
+
+// Spec declares the probe: one site per binary, in gcMarkTermination.
 func (f *Family) Spec() probes.Spec {
-	offsets := func(fa probes.Facts) uint64 {
-		return uint64(fa.HeapLiveOffset) | uint64(fa.AssistTimeOffset)<<16
-	}
 	return probes.Spec{
 		Family: Name,
 		Uprobes: []probes.Uprobe{
-			{Symbol: "runtime.(*gcControllerState).startCycle", Entry: f.objs.GcStartCycle, Cookie: offsets},
-			{Symbol: "runtime.(*gcControllerState).endCycle", Entry: f.objs.GcEndCycle, Cookie: offsets},
-			{Symbol: "runtime.startTheWorldWithSema", Entry: f.objs.GcStwStartEntry, Return: f.objs.GcStwStartRet,
-				When: func(fa probes.Facts) bool { return fa.WorldStopABI }},
-			{Symbol: "runtime.(*gcCPULimiterState).finishGCTransition", Entry: f.objs.GcFinishTransition,
-				When: func(fa probes.Facts) bool { return !fa.WorldStopABI }},
-		},
-		Tracepoints: []probes.Tracepoint{
-			{Name: "sched_process_exec", Program: f.objs.GcProcExec},
-			{Name: "sched_process_exit", Program: f.objs.GcProcExit},
+			{Symbol: "runtime.gcMarkTermination", Entry: f.objs.GcCycle, Sites: f.site},
 		},
 	}
 }
 
-// Programs returns the family's programs, for run statistics.
-func (f *Family) Programs() []*ebpf.Program {
-	return []*ebpf.Program{f.objs.GcStartCycle, f.objs.GcEndCycle, f.objs.GcStwStartEntry, f.objs.GcStwStartRet, f.objs.GcFinishTransition, f.objs.GcProcExec, f.objs.GcProcExit}
+// site locates the probe (the CALL runtime.mProf_Flush after the world
+// restarts) and the books, and writes the binary's layout for the program.
+func (f *Family) site(b *goinspect.Binary, fn goinspect.Func, facts probes.Facts) ([]probes.Site, error) {
+	addr, err := FlushCall(b, fn)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := rtstate.Locate(b, facts)
+	if err != nil {
+		return nil, err
+	}
+	key, err := f.layout(b.ID, addr, addrs, facts.Books)
+	if err != nil {
+		return nil, err
+	}
+	return []probes.Site{{Addr: addr, Cookie: uint64(key)}}, nil
 }
 
-// Read delivers events to fn until the family is closed or ctx is done
-// (see probes.Ring.Read).
-func (f *Family) Read(ctx context.Context, fn func(*Event)) error { return f.ring.Read(ctx, fn) }
+// FlushCall returns the address of the one `CALL runtime.mProf_Flush` in
+// runtime.gcMarkTermination.
+func FlushCall(b *goinspect.Binary, fn goinspect.Func) (uint64, error) {
+	flush, err := b.Func("runtime.mProf_Flush")
+	if err != nil {
+		return 0, err
+	}
+	code, err := b.Code(fn)
+	if err != nil {
+		return 0, err
+	}
+	var sites []uint64
+	for _, in := range code {
+		if in.Op != x86asm.CALL {
+			continue
+		}
+		if t, _ := in.Target(); t == flush.Entry {
+			sites = append(sites, in.Addr)
+		}
+	}
+	if len(sites) != 1 {
+		return 0, fmt.Errorf("%s: %s calls runtime.mProf_Flush %d times, want once", b.Path, fn.Name, len(sites))
+	}
+	return sites[0], nil
+}
+
+func (f *Family) layout(id goinspect.FileID, site uint64, a rtstate.Addrs, bk probes.Books) (uint32, error) {
+	var l gcGcLayout
+	l.Site = site
+	for i, w := range rtstate.CycleWindows(bk) {
+		if w.Len > uint32(len(gcGcRecord{}.Data[i])) {
+			return 0, fmt.Errorf("books window %d of %d bytes exceeds the record's %d", i, w.Len, len(gcGcRecord{}.Data[i]))
+		}
+		l.Addr[i], l.Len[i] = a.Addr(w), w.Len
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key, ok := f.layouts[id]
+	if !ok {
+		if len(f.order) >= maxLayouts {
+			// The oldest binary seen: with at most --max-binaries
+			// probed at once, long gone.
+			old := f.order[0]
+			f.order = f.order[1:]
+			delete(f.books, f.layouts[old])
+			_ = f.objs.GcLayouts.Delete(f.layouts[old])
+			delete(f.layouts, old)
+		}
+		f.nextKey++
+		key = f.nextKey
+		f.layouts[id] = key
+		f.order = append(f.order, id)
+	}
+	if err := f.objs.GcLayouts.Put(key, &l); err != nil {
+		return 0, fmt.Errorf("write gc layout: %w", err)
+	}
+	f.books[key] = bk
+	return key, nil
+}
+
+// maxLayouts is bpf/gc.h's GC_MAX_LAYOUTS.
+const maxLayouts = 8192
+
+// Programs returns the family's programs, for run statistics.
+func (f *Family) Programs() []*ebpf.Program { return []*ebpf.Program{f.objs.GcCycle} }
+
+// Track starts reading a process's books: one checked reading and the
+// pause rings now (handed out by Read), then one reading per poll.
+func (f *Family) Track(pid uint32) {
+	ev := Event{PID: int(pid), Kind: KindBooks}
+	r, err := f.openReader(pid)
+	if err == nil {
+		ev.Books, err = r.r.Read()
+	}
+	if err == nil {
+		ev.Ring, err = r.r.PauseRing(ev.Books.NumGC)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old := f.readers[pid]; old != nil {
+		old.close()
+		delete(f.readers, pid)
+	}
+	if err != nil {
+		if r != nil {
+			r.close()
+		}
+		ev = Event{PID: int(pid), Kind: KindError, Err: err.Error()}
+	} else if len(f.readers) < maxReaders {
+		f.readers[pid] = r
+	} else {
+		r.close()
+		ev = Event{PID: int(pid), Kind: KindError, Err: fmt.Sprintf("runtime books not read: %d processes already followed", maxReaders)}
+	}
+	if len(f.pending) < maxReaders {
+		f.pending = append(f.pending, ev)
+	}
+}
+
+type reader struct {
+	mem *os.File
+	r   *rtstate.Reader
+	err string
+}
+
+func (r *reader) close() {
+	if r.mem != nil {
+		r.mem.Close()
+		r.mem = nil
+	}
+}
+
+func (f *Family) openReader(pid uint32) (*reader, error) {
+	bn, bias, err := f.bins.ForPID(pid, func(b *goinspect.Binary) (bin, error) {
+		facts, err := probes.FactsFor(b)
+		if err != nil {
+			return bin{}, err
+		}
+		a, err := rtstate.Locate(b, facts)
+		return bin{facts: facts, addrs: a}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	mem, err := os.Open(filepath.Join(f.bins.ProcRoot, strconv.Itoa(int(pid)), "mem"))
+	if err != nil {
+		return nil, fmt.Errorf("open memory of pid %d: %w", pid, err)
+	}
+	r, err := rtstate.NewReader(mem, bn.addrs.Add(bias), bn.facts)
+	if err != nil {
+		mem.Close()
+		return nil, err
+	}
+	return &reader{mem: mem, r: r}, nil
+}
+
+// Forget stops reading an exited process's books.
+func (f *Family) Forget(pid uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.readers[pid]; r != nil {
+		r.close()
+		delete(f.readers, pid)
+	}
+}
+
+// Read delivers events to fn until the family is closed or ctx is done:
+// cycle records as the probe writes them, and every poll period each
+// tracked process's books. fn is called from one goroutine at a time.
+func (f *Family) Read(ctx context.Context, fn func(Event)) error {
+	var fnMu sync.Mutex
+	deliver := func(ev Event) {
+		fnMu.Lock()
+		defer fnMu.Unlock()
+		fn(ev)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		tick := time.NewTicker(f.every)
+		defer tick.Stop()
+		for {
+			f.Poll(deliver)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	err := f.ring.Read(ctx, func(rec *gcGcRecord) {
+		if ev, ok := f.decode(rec); ok {
+			deliver(ev)
+		}
+	})
+	cancel()
+	<-polled
+	return err
+}
+
+// Poll hands out what tracking found, then reads every tracked process's
+// books once.
+func (f *Family) Poll(fn func(Event)) {
+	f.mu.Lock()
+	pending := f.pending
+	f.pending = nil
+	readers := make(map[uint32]*reader, len(f.readers))
+	for pid, r := range f.readers {
+		readers[pid] = r
+	}
+	f.mu.Unlock()
+	for _, ev := range pending {
+		fn(ev)
+	}
+	for pid, r := range readers {
+		s, err := r.r.Read()
+		switch {
+		case err == nil:
+			fn(Event{PID: int(pid), Kind: KindBooks, Books: s})
+		case errors.Is(err, rtstate.ErrRead):
+			// Exited: its last figures stand.
+			f.Forget(pid)
+		case errors.Is(err, rtstate.ErrBackwards):
+			fn(Event{PID: int(pid), Kind: KindError, Err: err.Error()})
+			f.Forget(pid)
+		default:
+			// A cycle ending between two reads: the next poll retries.
+		}
+	}
+}
+
+func (f *Family) decode(rec *gcGcRecord) (Event, bool) {
+	f.mu.Lock()
+	bk, ok := f.books[rec.Layout]
+	f.mu.Unlock()
+	if !ok {
+		return Event{}, false
+	}
+	var win [rtstate.NumWindows][]byte
+	for i := range win {
+		win[i] = rec.Data[i][:min(int(rec.Len[i]), len(rec.Data[i]))]
+	}
+	c, err := rtstate.DecodeCycle(bk, win)
+	if err != nil {
+		return Event{PID: int(rec.Pid), Kind: KindError, Err: fmt.Sprintf("cycle books: %v", err)}, true
+	}
+	return Event{PID: int(rec.Pid), Kind: KindCycle, Cycle: c}, true
+}
 
 // Backlog reports the ring buffer's unread bytes and the events read.
 func (f *Family) Backlog() (pending int, consumed uint64) { return f.ring.Backlog() }
 
-// Lost is the number of events the ring buffer had no room for.
+// Lost is the number of cycle records the ring buffer had no room for
+// (the cycles themselves are still counted: totals are the runtime's).
 func (f *Family) Lost() (uint64, error) {
 	return probes.SumPerCPU(f.objs.GcLost)
 }
 
-// Forget drops the in-kernel state of an exited process.
-func (f *Family) Forget(pid uint32) {
-	_ = f.objs.GcStates.Delete(pid)
-}
-
-// Close stops the reader and unloads the programs; attached probes must
+// Close stops the reader and unloads the program; attached probes must
 // be detached first (the attacher's Close).
 func (f *Family) Close() error {
 	f.ring.Close()
+	f.mu.Lock()
+	for pid, r := range f.readers {
+		r.close()
+		delete(f.readers, pid)
+	}
+	f.mu.Unlock()
 	return f.objs.Close()
 }
+

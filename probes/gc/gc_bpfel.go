@@ -13,58 +13,33 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type gcGcEvent struct {
-	_            structs.HostLayout
-	Pid          uint32
-	Kind         uint8
-	Trigger      uint8
-	Flags        uint8
-	StwReason    uint8
-	Seq          uint64
-	T_sweepTerm  int64
-	T_mark       int64
-	T_markTerm   int64
-	T_end        int64
-	StwSweepNs   uint64
-	StwMarkNs    uint64
-	HeapStart    uint64
-	HeapEnd      uint64
-	AssistNs     uint64
-	Cycles       uint64
-	ForcedCycles uint64
-	PauseTotalNs uint64
+type gcGcLayout struct {
+	_    structs.HostLayout
+	Site uint64
+	Addr [4]uint64
+	Len  [4]uint32
 }
 
-type gcGcState struct {
-	_     structs.HostLayout
-	Ev    gcGcEvent
-	Phase uint8
-	_     [7]byte
-}
-
-type gcStwEntry struct {
-	_       structs.HostLayout
-	Started int64
-	Reason  uint8
-	_       [7]byte
+type gcGcRecord struct {
+	_      structs.HostLayout
+	Pid    uint32
+	Layout uint32
+	Ktime  uint64
+	Len    [4]uint32
+	Data   [4][256]uint8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	gcMapGcEvents            = "gc_events"
-	gcMapGcLost              = "gc_lost"
-	gcMapGcStates            = "gc_states"
-	gcMapStwEntries          = "stw_entries"
-	gcProgGcEndCycle         = "gc_end_cycle"
-	gcProgGcFinishTransition = "gc_finish_transition"
-	gcProgGcProcExec         = "gc_proc_exec"
-	gcProgGcProcExit         = "gc_proc_exit"
-	gcProgGcStartCycle       = "gc_start_cycle"
-	gcProgGcStwStartEntry    = "gc_stw_start_entry"
-	gcProgGcStwStartRet      = "gc_stw_start_ret"
-	gcVarUnusedGcEvent       = "unused_gc_event"
+	gcMapGcEvents       = "gc_events"
+	gcMapGcLayouts      = "gc_layouts"
+	gcMapGcLost         = "gc_lost"
+	gcMapGcNolayout     = "gc_nolayout"
+	gcProgGcCycle       = "gc_cycle"
+	gcVarUnusedGcLayout = "unused_gc_layout"
+	gcVarUnusedGcRecord = "unused_gc_record"
 )
 
 // loadGc returns the embedded CollectionSpec for gc.
@@ -109,13 +84,7 @@ type gcSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcProgramSpecs struct {
-	GcEndCycle         *ebpf.ProgramSpec `ebpf:"gc_end_cycle"`
-	GcFinishTransition *ebpf.ProgramSpec `ebpf:"gc_finish_transition"`
-	GcProcExec         *ebpf.ProgramSpec `ebpf:"gc_proc_exec"`
-	GcProcExit         *ebpf.ProgramSpec `ebpf:"gc_proc_exit"`
-	GcStartCycle       *ebpf.ProgramSpec `ebpf:"gc_start_cycle"`
-	GcStwStartEntry    *ebpf.ProgramSpec `ebpf:"gc_stw_start_entry"`
-	GcStwStartRet      *ebpf.ProgramSpec `ebpf:"gc_stw_start_ret"`
+	GcCycle *ebpf.ProgramSpec `ebpf:"gc_cycle"`
 }
 
 // gcMapSpecs contains maps before they are loaded into the kernel.
@@ -123,16 +92,17 @@ type gcProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcMapSpecs struct {
 	GcEvents   *ebpf.MapSpec `ebpf:"gc_events"`
+	GcLayouts  *ebpf.MapSpec `ebpf:"gc_layouts"`
 	GcLost     *ebpf.MapSpec `ebpf:"gc_lost"`
-	GcStates   *ebpf.MapSpec `ebpf:"gc_states"`
-	StwEntries *ebpf.MapSpec `ebpf:"stw_entries"`
+	GcNolayout *ebpf.MapSpec `ebpf:"gc_nolayout"`
 }
 
 // gcVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcVariableSpecs struct {
-	UnusedGcEvent *ebpf.VariableSpec `ebpf:"unused_gc_event"`
+	UnusedGcLayout *ebpf.VariableSpec `ebpf:"unused_gc_layout"`
+	UnusedGcRecord *ebpf.VariableSpec `ebpf:"unused_gc_record"`
 }
 
 // gcObjects contains all objects after they have been loaded into the kernel.
@@ -156,17 +126,17 @@ func (o *gcObjects) Close() error {
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcMaps struct {
 	GcEvents   *ebpf.Map `ebpf:"gc_events"`
+	GcLayouts  *ebpf.Map `ebpf:"gc_layouts"`
 	GcLost     *ebpf.Map `ebpf:"gc_lost"`
-	GcStates   *ebpf.Map `ebpf:"gc_states"`
-	StwEntries *ebpf.Map `ebpf:"stw_entries"`
+	GcNolayout *ebpf.Map `ebpf:"gc_nolayout"`
 }
 
 func (m *gcMaps) Close() error {
 	return _GcClose(
 		m.GcEvents,
+		m.GcLayouts,
 		m.GcLost,
-		m.GcStates,
-		m.StwEntries,
+		m.GcNolayout,
 	)
 }
 
@@ -174,31 +144,20 @@ func (m *gcMaps) Close() error {
 //
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcVariables struct {
-	UnusedGcEvent *ebpf.Variable `ebpf:"unused_gc_event"`
+	UnusedGcLayout *ebpf.Variable `ebpf:"unused_gc_layout"`
+	UnusedGcRecord *ebpf.Variable `ebpf:"unused_gc_record"`
 }
 
 // gcPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcPrograms struct {
-	GcEndCycle         *ebpf.Program `ebpf:"gc_end_cycle"`
-	GcFinishTransition *ebpf.Program `ebpf:"gc_finish_transition"`
-	GcProcExec         *ebpf.Program `ebpf:"gc_proc_exec"`
-	GcProcExit         *ebpf.Program `ebpf:"gc_proc_exit"`
-	GcStartCycle       *ebpf.Program `ebpf:"gc_start_cycle"`
-	GcStwStartEntry    *ebpf.Program `ebpf:"gc_stw_start_entry"`
-	GcStwStartRet      *ebpf.Program `ebpf:"gc_stw_start_ret"`
+	GcCycle *ebpf.Program `ebpf:"gc_cycle"`
 }
 
 func (p *gcPrograms) Close() error {
 	return _GcClose(
-		p.GcEndCycle,
-		p.GcFinishTransition,
-		p.GcProcExec,
-		p.GcProcExit,
-		p.GcStartCycle,
-		p.GcStwStartEntry,
-		p.GcStwStartRet,
+		p.GcCycle,
 	)
 }
 

@@ -115,6 +115,9 @@ func (f *Fixture) Expect(prefix string) string {
 	return ""
 }
 
+// Send writes a command line to the fixture's stdin.
+func (f *Fixture) Send(line string) { _, _ = io.WriteString(f.stdin, line+"\n") }
+
 // Proceed releases a fixture waiting on stdin.
 func (f *Fixture) Proceed() { _, _ = io.WriteString(f.stdin, "\n") }
 

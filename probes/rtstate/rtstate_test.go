@@ -1,0 +1,149 @@
+package rtstate_test
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/goinspect"
+	"github.com/gopulse/gopulse/probes/rtstate"
+	"github.com/gopulse/gopulse/tools/e2etest"
+	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/tools/testenv"
+)
+
+// stats asks the fixture for its own figures.
+func stats(t *testing.T, f *e2etest.Fixture) map[string]int64 {
+	t.Helper()
+	f.Send("stats")
+	line := f.Expect("stats ")
+	f.Expect("ok")
+	out := map[string]int64{}
+	for _, kv := range strings.Fields(line)[1:] {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			u, err2 := strconv.ParseUint(v, 10, 64)
+			if err2 != nil {
+				t.Fatalf("%s: %v", kv, err)
+			}
+			n = int64(u)
+		}
+		out[k] = n
+	}
+	return out
+}
+
+// The books read from a live process's memory equal the runtime's own
+// figures on every shape and toolchain: cycle and pause totals exactly,
+// the heap goal within 1%, GOGC and the memory limit as set by the
+// environment and at run time, goroutines within 2, GOMAXPROCS exactly;
+// the books are found in the code (no .symtab) where .symtab finds them.
+func TestBooksEqualRuntime(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, shape := range fixturebuild.Shapes() {
+		t.Run(shape.Name, func(t *testing.T) {
+			bin := fixturebuild.Build(t, "books", shape)
+			f := e2etest.StartFixture(t, bin, []string{"GOGC=150", "GOMEMLIMIT=3GiB"})
+			b, err := goinspect.Open(fmt.Sprintf("/proc/%d/exe", f.PID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			facts, err := probes.FactsFor(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs, err := rtstate.Locate(b, facts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, err := rtstate.LocateInCode(b, facts)
+			if err != nil {
+				t.Fatalf("locate in code: %v", err)
+			}
+			if !b.Stripped {
+				code.From = addrs.From
+				if code != addrs {
+					t.Errorf("found in code %+v, .symtab says %+v", code, addrs)
+				}
+			}
+			bias, err := b.LoadBias("/proc", f.PID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", f.PID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mem.Close()
+			r, err := rtstate.NewReader(mem, addrs.Add(bias), facts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check := func(what string) {
+				t.Helper()
+				want := stats(t, f)
+				got, err := r.Read()
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				if int64(got.NumGC) != want["numgc"] || int64(got.NumForcedGC) != want["forced"] || int64(got.PauseTotalNs) != want["pause_total_ns"] {
+					t.Errorf("%s: numgc/forced/pause %d/%d/%d, runtime says %d/%d/%d", what, got.NumGC, got.NumForcedGC, got.PauseTotalNs, want["numgc"], want["forced"], want["pause_total_ns"])
+				}
+				if d := math.Abs(float64(got.HeapGoal)-float64(want["goal"])) / float64(want["goal"]); d > 0.01 {
+					t.Errorf("%s: goal %d, runtime says %d", what, got.HeapGoal, want["goal"])
+				}
+				if int64(got.GCPercent) != want["gogc"] || got.MemoryLimit != want["limit"] {
+					t.Errorf("%s: gogc %d limit %d, runtime says %d %d", what, got.GCPercent, got.MemoryLimit, want["gogc"], want["limit"])
+				}
+				if d := int64(got.Goroutines) - want["goroutines"]; d < -2 || d > 2 {
+					t.Errorf("%s: %d goroutines, runtime says %d", what, got.Goroutines, want["goroutines"])
+				}
+				if int64(got.GOMAXPROCS) != want["gomaxprocs"] {
+					t.Errorf("%s: GOMAXPROCS %d, runtime says %d", what, got.GOMAXPROCS, want["gomaxprocs"])
+				}
+				if got.NumGC > 0 && got.Last.Seq != got.NumGC {
+					t.Errorf("%s: last cycle %d, numgc %d", what, got.Last.Seq, got.NumGC)
+				}
+				t.Logf("%s: %+v (runtime: %v)", what, got, want)
+			}
+			check("at start (env GOGC=150 GOMEMLIMIT=3GiB)")
+			f.Send("alloc 64")
+			f.Expect("ok")
+			f.Send("gc 3")
+			f.Expect("ok")
+			f.Send("spawn 20")
+			f.Expect("ok")
+			check("after cycles")
+			f.Send("gogc 50")
+			f.Expect("ok")
+			f.Send("limit 100000000")
+			f.Expect("ok")
+			check("SetGCPercent(50), SetMemoryLimit(1e8)")
+			f.Send("gogc -1")
+			f.Expect("ok")
+			check("GC off")
+
+			s, err := r.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ring, err := r.PauseRing(s.NumGC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum uint64
+			for _, p := range ring {
+				sum += p.PauseNs
+			}
+			if len(ring) != int(s.NumGC) || sum != s.PauseTotalNs {
+				t.Errorf("pause ring: %d cycles summing to %d ns; numgc %d, pause_total_ns %d", len(ring), sum, s.NumGC, s.PauseTotalNs)
+			}
+		})
+	}
+}
