@@ -1,9 +1,12 @@
 package probes_test
 
 import (
+	"debug/dwarf"
+	"debug/elf"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -16,8 +19,10 @@ import (
 )
 
 // Every verified row of the facts table holds for a real binary of that
-// Go release: struct offsets equal DWARF's, and the worldStop ABI is there
-// exactly when the row says so.
+// Go release (every release from 1.19 to 1.27 the toolchains here can
+// build): each offset of the runtime's books equals DWARF's, the
+// timeHistogram layout is DWARF's, and the worldStop type exists exactly
+// when the row says so.
 func TestFactsTable(t *testing.T) {
 	verified := map[int]probes.Facts{}
 	for _, f := range probes.FactsTable() {
@@ -26,44 +31,79 @@ func TestFactsTable(t *testing.T) {
 		}
 	}
 	covered := map[int]bool{}
-	for _, shape := range fixturebuild.Shapes() {
+	for _, shape := range append(fixturebuild.Shapes(), fixturebuild.ReleaseShapes()...) {
 		if shape.Stripped {
 			continue // no DWARF to check against
 		}
 		t.Run(shape.Name, func(t *testing.T) {
-			b := open(t, fixturebuild.Build(t, "gcload", shape))
+			path := fixturebuild.Build(t, "books", shape)
+			b := open(t, path)
 			row, ok := verified[b.Version.Minor]
 			if !ok {
 				t.Fatalf("no verified facts row for %s", b.GoVersion)
 			}
 			covered[b.Version.Minor] = true
+			d := dwarfOf(t, path)
+			bk := row.Books
+			gFree := []string{"schedt.gFree.n", "schedt.gFree.stack.size"}
+			pGFree := "p.gFree.n"
+			if d.has("p.gFree.size") {
+				pGFree = "p.gFree.size"
+			}
 			for _, c := range []struct {
-				field string
-				want  uint16
-			}{{"heapLive", row.HeapLiveOffset}, {"assistTime", row.AssistTimeOffset}} {
-				off, err := b.DWARFFieldOffset("runtime.gcControllerState", c.field)
-				if err != nil {
-					t.Fatal(err)
+				path string
+				want uint32
+			}{
+				{"workType.tSweepTerm", bk.WorkTSweepTerm}, {"workType.tMark", bk.WorkTMark},
+				{"workType.tMarkTerm", bk.WorkTMarkTerm}, {"workType.tEnd", bk.WorkTEnd},
+				{"workType.pauseNS", bk.WorkPauseNS}, {"workType.heap0", bk.WorkHeap0},
+				{"workType.heap1", bk.WorkHeap1}, {"workType.heap2", bk.WorkHeap2},
+				{"workType.userForced", bk.WorkUserForced},
+				{"mstats.last_gc_unix", bk.MemLastGCUnix}, {"mstats.pause_total_ns", bk.MemPauseTotalNS},
+				{"mstats.pause_ns", bk.MemPauseNS}, {"mstats.pause_end", bk.MemPauseEnd},
+				{"mstats.numgc", bk.MemNumGC}, {"mstats.numforcedgc", bk.MemNumForcedGC},
+				{"mstats.last_gc_nanotime", bk.MemLastGCNanotime}, {"mstats.heapStats", bk.MemHeapStats},
+				{"heapStatsDelta.inStacks", bk.HeapStatsInStacks},
+				{"gcControllerState.gcPercent", bk.CtlGCPercent}, {"gcControllerState.memoryLimit", bk.CtlMemoryLimit},
+				{"gcControllerState.heapMinimum", bk.CtlHeapMinimum}, {"gcControllerState.gcPercentHeapGoal", bk.CtlGCPercentHeapGoal},
+				{"gcControllerState.sweepDistMinTrigger", bk.CtlSweepDistMinTrigger}, {"gcControllerState.triggered", bk.CtlTriggered},
+				{"gcControllerState.heapLive", bk.CtlHeapLive}, {"gcControllerState.heapMarked", bk.CtlHeapMarked},
+				{"gcControllerState.assistTime", bk.CtlAssistTime}, {"gcControllerState.heapInUse", bk.CtlHeapInUse},
+				{"gcControllerState.heapFree", bk.CtlHeapFree}, {"gcControllerState.totalAlloc", bk.CtlTotalAlloc},
+				{"gcControllerState.totalFree", bk.CtlTotalFree}, {"gcControllerState.mappedReady", bk.CtlMappedReady},
+				{"schedt.ngsys", bk.SchedNGsys}, {"schedt.timeToRun", bk.SchedTimeToRun},
+				{pGFree, bk.PGFreeN},
+			} {
+				if got := d.offset(t, c.path); got != c.want {
+					t.Errorf("%s: %s at %d, facts row says %d", b.GoVersion, c.path, got, c.want)
 				}
-				if off != int64(c.want) {
-					t.Errorf("gcControllerState.%s at %d in %s, table says %d", c.field, off, b.GoVersion, c.want)
+			}
+			if d.has(gFree[1]) {
+				if got := d.offset(t, gFree[1]); got != bk.SchedGFree1 || d.offset(t, "schedt.gFree.noStack.size") != bk.SchedGFree2 {
+					t.Errorf("%s: sched.gFree sizes at %d, %d; row says %d, %d", b.GoVersion, d.offset(t, gFree[1]), d.offset(t, "schedt.gFree.noStack.size"), bk.SchedGFree1, bk.SchedGFree2)
 				}
+			} else if got := d.offset(t, gFree[0]); got != bk.SchedGFree1 || bk.SchedGFree2 != 0 {
+				t.Errorf("%s: sched.gFree.n at %d; row says %d (and %d)", b.GoVersion, got, bk.SchedGFree1, bk.SchedGFree2)
+			}
+			if d.has("schedt.stwTotalTimeOther") != (bk.SchedSTWOther != 0) || d.has("schedt.stwTotalTimeOther") && d.offset(t, "schedt.stwTotalTimeOther") != bk.SchedSTWOther {
+				t.Errorf("%s: sched.stwTotalTimeOther: DWARF has %v, row says %d", b.GoVersion, d.has("schedt.stwTotalTimeOther"), bk.SchedSTWOther)
+			}
+			if got := d.size(t, "heapStatsDelta"); got != bk.HeapStatsDeltaSize {
+				t.Errorf("%s: heapStatsDelta is %d bytes, row says %d", b.GoVersion, got, bk.HeapStatsDeltaSize)
+			}
+			if got := d.size(t, "gcControllerState"); got != bk.CtlSize {
+				t.Errorf("%s: gcControllerState is %d bytes, row says %d", b.GoVersion, got, bk.CtlSize)
 			}
 			// The timeHistogram layout: counts[] then underflow (then
 			// overflow), as the table's TimeHist says.
-			under, err := b.DWARFFieldOffset("runtime.timeHistogram", "underflow")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := int64(row.TimeHist.Counts() * 8); under != want {
+			under := d.offset(t, "timeHistogram.underflow")
+			if want := uint32(row.TimeHist.Counts() * 8); under != want {
 				t.Errorf("%s: timeHistogram.underflow at %d, table layout says %d", b.GoVersion, under, want)
 			}
-			over, err := b.DWARFFieldOffset("runtime.timeHistogram", "overflow")
-			if hasOver := err == nil; hasOver != row.TimeHist.Overflow() || hasOver && over != under+8 {
-				t.Errorf("%s: timeHistogram.overflow present = %v (at %d), table says %v", b.GoVersion, hasOver, over, row.TimeHist.Overflow())
+			if hasOver := d.has("timeHistogram.overflow"); hasOver != row.TimeHist.Overflow() || hasOver && d.offset(t, "timeHistogram.overflow") != under+8 {
+				t.Errorf("%s: timeHistogram.overflow present = %v, table says %v", b.GoVersion, hasOver, row.TimeHist.Overflow())
 			}
-			_, err = b.DWARFFieldOffset("runtime.worldStop", "startedStopping")
-			if hasWS := err == nil; hasWS != row.WorldStopABI {
+			if hasWS := d.has("worldStop.reason"); hasWS != row.WorldStopABI {
 				t.Errorf("%s: runtime.worldStop present = %v, table WorldStopABI = %v", b.GoVersion, hasWS, row.WorldStopABI)
 			}
 			got, err := probes.FactsFor(b)
@@ -82,6 +122,100 @@ func TestFactsTable(t *testing.T) {
 	}
 }
 
+// dwarfTypes are a binary's runtime struct types, for nested field paths
+// ("schedt.gFree.stack.size").
+type dwarfTypes map[string]*dwarf.StructType
+
+func dwarfOf(t *testing.T, path string) dwarfTypes {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d, err := f.DWARF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := dwarfTypes{}
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e == nil {
+			return out
+		}
+		if e.Tag == dwarf.TagStructType {
+			if n, ok := e.Val(dwarf.AttrName).(string); ok && strings.HasPrefix(n, "runtime.") {
+				if ty, err := d.Type(e.Offset); err == nil {
+					if st, ok := ty.(*dwarf.StructType); ok {
+						out[strings.TrimPrefix(n, "runtime.")] = st
+					}
+				}
+			}
+		}
+		if e.Tag != dwarf.TagCompileUnit && e.Children {
+			r.SkipChildren()
+		}
+	}
+}
+
+func (d dwarfTypes) lookup(path string) (off int64, ty dwarf.Type, ok bool) {
+	parts := strings.Split(path, ".")
+	st := d[parts[0]]
+	if st == nil {
+		return 0, nil, false
+	}
+	ty = st
+	for _, p := range parts[1:] {
+		for {
+			td, ok := ty.(*dwarf.TypedefType)
+			if !ok {
+				break
+			}
+			ty = td.Type
+		}
+		s, isStruct := ty.(*dwarf.StructType)
+		if !isStruct {
+			return 0, nil, false
+		}
+		found := false
+		for _, f := range s.Field {
+			if f.Name == p {
+				off, ty, found = off+f.ByteOffset, f.Type, true
+				break
+			}
+		}
+		if !found {
+			return 0, nil, false
+		}
+	}
+	return off, ty, true
+}
+
+func (d dwarfTypes) has(path string) bool { _, _, ok := d.lookup(path); return ok }
+
+func (d dwarfTypes) offset(t *testing.T, path string) uint32 {
+	t.Helper()
+	off, _, ok := d.lookup(path)
+	if !ok {
+		t.Errorf("DWARF has no %s", path)
+	}
+	return uint32(off)
+}
+
+func (d dwarfTypes) size(t *testing.T, name string) uint32 {
+	t.Helper()
+	st := d[name]
+	if st == nil {
+		t.Errorf("DWARF has no %s", name)
+		return 0
+	}
+	return uint32(st.Size())
+}
+
 func open(t *testing.T, path string) *goinspect.Binary {
 	t.Helper()
 	b, err := goinspect.Open(path)
@@ -92,8 +226,8 @@ func open(t *testing.T, path string) *goinspect.Binary {
 	return b
 }
 
-// The GC family's rows resolve and attach on every binary shape and Go
-// version, with the probe count the version's ABI implies; detaching and
+// The GC family's one row resolves and attaches on every binary shape and
+// Go version, one probe per binary; detaching and
 // re-adding a family leaves the binary as it was.
 func TestAttachGCFamily(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -114,24 +248,7 @@ func TestAttachGCFamily(t *testing.T) {
 	for _, shape := range fixturebuild.Shapes() {
 		t.Run(shape.Name, func(t *testing.T) {
 			b := open(t, fixturebuild.Build(t, "gcload", shape))
-			want := 2 // startCycle, endCycle entries
-			facts, err := probes.FactsFor(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if facts.WorldStopABI {
-				f, err := b.Func("runtime.startTheWorldWithSema")
-				if err != nil {
-					t.Fatal(err)
-				}
-				rets, err := b.Returns(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want += 1 + len(rets)
-			} else {
-				want++ // finishGCTransition entry
-			}
+			want := 1 // one site per binary: one trap per cycle
 			bin, err := att.Attach(b, shape.Name)
 			if err != nil {
 				t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/probes/gc"
+	"github.com/gopulse/gopulse/probes/rtstate"
 )
 
 // Config bounds the aggregator.
@@ -46,15 +47,11 @@ type Meta struct {
 const rateWindow = time.Minute
 
 type proc struct {
-	info    api.Process
-	cycles  []api.GCCycle // ring, len <= History
-	next    int           // ring write index once full
-	ends    []time.Time   // recent cycle ends, for the rate; ring of rateSlots
-	endNext int
-	ext     procExt // the optional families' figures (families.go)
+	info   api.Process
+	cycles []api.GCCycle // by Seq (the runtime's cycle number), len <= History
+	numgc  counterRing   // the runtime's cycle count, for the rate
+	ext    procExt       // the optional families' figures (families.go)
 }
-
-const rateSlots = 256
 
 // Aggregator is safe for concurrent use.
 type Aggregator struct {
@@ -95,7 +92,7 @@ func (a *Aggregator) lookup(pid int) *proc {
 func (p *proc) reset() {
 	p.info = api.Process{PID: p.info.PID, FirstSeen: p.info.FirstSeen, Exe: p.info.Exe, GoVersion: p.info.GoVersion,
 		PIE: p.info.PIE, Static: p.info.Static, Stripped: p.info.Stripped, StartTime: p.info.StartTime}
-	p.cycles, p.next, p.ends, p.endNext = nil, 0, nil, 0
+	p.cycles, p.numgc = nil, counterRing{}
 	p.ext = procExt{}
 }
 
@@ -180,8 +177,10 @@ func (a *Aggregator) wall(mono int64) time.Time {
 	return a.clock.Now().Add(time.Duration(mono) - a.clock.Monotonic())
 }
 
-// GC records one event of the GC family.
-func (a *Aggregator) GC(ev *gc.Event) {
+// GC records one event of the GC family: the runtime's books of a
+// process (totals, settings, gauges; at tracking also the pause rings),
+// one completed cycle, or why the books cannot be read.
+func (a *Aggregator) GC(ev gc.Event) {
 	a.mu.Lock()
 	p, c, ok := a.gc(ev)
 	var info api.Process
@@ -195,80 +194,161 @@ func (a *Aggregator) GC(ev *gc.Event) {
 }
 
 // gc applies ev under a.mu and returns the cycle it completed, if any.
-func (a *Aggregator) gc(ev *gc.Event) (*proc, api.GCCycle, bool) {
-	p := a.lookup(int(ev.Pid))
+func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
+	p := a.lookup(ev.PID)
 	if p == nil {
 		return nil, api.GCCycle{}, false
 	}
 	switch ev.Kind {
-	case gc.KindSTWOther:
-		p.info.OtherSTWCount++
-		p.info.OtherSTWSecondsTotal += seconds(ev.StwMarkNs)
-		return p, api.GCCycle{}, false
-	case gc.KindCycle:
-	default:
-		return p, api.GCCycle{}, false
-	}
-	if ev.Cycles < p.info.GCCycles {
-		// The kernel side starts over when a PID execs a new image: so
-		// does the history.
-		p.reset()
-	}
-	// Totals come from the kernel side's running counters, so they stay
-	// exact when some events were lost.
-	p.info.GCCycles = ev.Cycles
-	p.info.GCForcedCycles = ev.ForcedCycles
-	p.info.GCPauseSecondsTotal = seconds(ev.PauseTotalNs)
-	p.info.GCLastPauseSeconds = seconds(ev.StwSweepNs + ev.StwMarkNs)
-	p.info.GCAssistSecondsTotal += seconds(ev.AssistNs)
-
-	c := api.GCCycle{
-		Seq:              ev.Seq,
-		Trigger:          triggerName(ev.Trigger),
-		Forced:           ev.Trigger == gc.TriggerCycle,
-		SweepTermSeconds: seconds(ev.StwSweepNs),
-		MarkTermSeconds:  seconds(ev.StwMarkNs),
-		PauseSeconds:     seconds(ev.StwSweepNs + ev.StwMarkNs),
-		AssistSeconds:    seconds(ev.AssistNs),
-		HeapStartBytes:   ev.HeapStart,
-		HeapEndBytes:     ev.HeapEnd,
-		Partial:          ev.Flags&gc.FlagPartial != 0,
-	}
-	if ev.T_sweepTerm != 0 {
-		c.Start = a.wall(ev.T_sweepTerm)
-		if !p.info.StartTime.IsZero() {
-			c.SinceProcessStart = c.Start.Sub(p.info.StartTime).Seconds()
+	case gc.KindError:
+		p.info.RuntimeError = ev.Err
+	case gc.KindBooks:
+		a.books(p, ev.Books)
+		for _, r := range ev.Ring {
+			if r.Seq <= ev.Books.NumGC {
+				p.insert(api.GCCycle{Seq: uint64(r.Seq), BeforeProbes: true, PauseSeconds: seconds(r.PauseNs),
+					End: time.Unix(0, r.EndUnixNs)}, a.cfg.History, false)
+			}
 		}
+	case gc.KindCycle:
+		// Records arrive up to a ring poll late, after readings of the
+		// books that already count them: totals only move forward.
+		cy := ev.Cycle
+		a.totals(p, cy.Seq, cy.NumForcedGC, cy.PauseTotal)
+		c := a.cycle(p, cy)
+		p.info.GCLastPauseSeconds = c.PauseSeconds
+		p.info.GCAssistSecondsTotal += c.AssistSeconds
+		p.insert(c, a.cfg.History, true)
+		return p, c, true
 	}
-	if ev.T_mark != 0 && ev.T_markTerm > ev.T_mark {
-		c.MarkSeconds = seconds(uint64(ev.T_markTerm - ev.T_mark))
-	}
-	if len(p.cycles) < a.cfg.History {
-		p.cycles = append(p.cycles, c)
-	} else {
-		p.cycles[p.next] = c
-		p.next = (p.next + 1) % len(p.cycles)
-	}
-	end := a.wall(ev.T_end)
-	if len(p.ends) < rateSlots {
-		p.ends = append(p.ends, end)
-	} else {
-		p.ends[p.endNext] = end
-		p.endNext = (p.endNext + 1) % rateSlots
-	}
-	return p, c, true
+	return p, api.GCCycle{}, false
 }
 
-func triggerName(k uint8) string {
-	switch k {
-	case gc.TriggerHeap:
-		return api.TriggerHeap
-	case gc.TriggerTime:
-		return api.TriggerTime
-	case gc.TriggerCycle:
-		return api.TriggerForced
+// books takes a reading of the runtime's books: the absolute totals (the
+// runtime's own, whatever happened before the probes), settings and
+// gauges.
+func (a *Aggregator) books(p *proc, s rtstate.Sample) {
+	if uint64(s.NumGC) < p.info.GCCycles && p.info.Runtime != nil {
+		// The counter went down: the PID runs a new program.
+		p.reset()
 	}
-	return fmt.Sprintf("unknown(%d)", k)
+	a.totals(p, s.NumGC, s.NumForcedGC, s.PauseTotalNs)
+	if s.OtherSTW >= 0 {
+		p.info.OtherSTWCount = uint64(s.OtherSTW)
+	}
+	p.info.Runtime = &api.Runtime{
+		GCGoalBytes: s.HeapGoal, GOGCPercent: int64(s.GCPercent), MemoryLimitBytes: s.MemoryLimit,
+		Goroutines: int64(s.Goroutines), GOMAXPROCS: int64(s.GOMAXPROCS),
+		HeapLiveBytes: s.HeapLive, HeapMarkedBytes: s.HeapMarked,
+		MemoryUsedBytes: s.MappedReady, MemoryStackBytes: s.StackBytes,
+		AllocatedBytes: s.TotalAlloc, ReadAt: s.At,
+	}
+	p.info.RuntimeError = ""
+	if s.Last.Seq == s.NumGC && s.NumGC > 0 && !p.seen(uint64(s.Last.Seq)) {
+		// The last cycle, when its record was lost or came before the
+		// probes: the books still hold all of it.
+		c := a.cycle(p, s.Last)
+		p.insert(c, a.cfg.History, false)
+	}
+}
+
+// totals moves the process's totals forward to the runtime's own
+// counters; they never go back (a reading older than a record is ignored).
+func (a *Aggregator) totals(p *proc, numgc, forced uint32, pauseNs uint64) {
+	if uint64(numgc) < p.info.GCCycles {
+		return
+	}
+	p.info.GCCycles = uint64(numgc)
+	p.info.GCForcedCycles = uint64(forced)
+	p.info.GCPauseSecondsTotal = seconds(pauseNs)
+	p.numgc.add(a.clock.Now(), uint64(numgc))
+}
+
+// forcegcperiod is the runtime's: sysmon starts a cycle when none ran for
+// two minutes.
+const forcegcperiod = 2 * time.Minute
+
+// cycle turns a cycle's books into the API's view. The trigger is forced
+// when work.userForced says so, time when it began more than the
+// runtime's forcegcperiod after the previous cycle ended (what sysmon
+// tests), else heap.
+func (a *Aggregator) cycle(p *proc, cy rtstate.Cycle) api.GCCycle {
+	c := api.GCCycle{
+		Seq:              uint64(cy.Seq),
+		Trigger:          api.TriggerHeap,
+		Forced:           cy.Forced,
+		Start:            a.wall(cy.TSweepTerm),
+		End:              time.Unix(0, cy.EndUnixNs),
+		SweepTermSeconds: seconds(uint64(cy.TMark - cy.TSweepTerm)),
+		MarkSeconds:      seconds(uint64(cy.TMarkTerm - cy.TMark)),
+		MarkTermSeconds:  seconds(uint64(cy.TEnd - cy.TMarkTerm)),
+		PauseSeconds:     seconds(cy.PauseNs),
+		AssistSeconds:    seconds(uint64(cy.AssistNs)),
+		HeapStartBytes:   cy.Heap0,
+		HeapEndBytes:     cy.Heap1,
+		HeapMarkedBytes:  cy.Heap2,
+		NextGoalBytes:    cy.NextGoal,
+	}
+	if !p.info.StartTime.IsZero() {
+		c.SinceProcessStart = c.Start.Sub(p.info.StartTime).Seconds()
+	}
+	switch {
+	case cy.Forced:
+		c.Trigger = api.TriggerForced
+	default:
+		if prev, ok := p.find(uint64(cy.Seq) - 1); ok && !prev.End.IsZero() && c.Start.Sub(prev.End) > forcegcperiod {
+			c.Trigger = api.TriggerTime
+		}
+	}
+	return c
+}
+
+// find returns the kept cycle seq.
+func (p *proc) find(seq uint64) (api.GCCycle, bool) {
+	i, ok := slices.BinarySearchFunc(p.cycles, seq, func(c api.GCCycle, s uint64) int { return cmpU64(c.Seq, s) })
+	if !ok {
+		return api.GCCycle{}, false
+	}
+	return p.cycles[i], true
+}
+
+// seen reports whether cycle seq is kept with its full books.
+func (p *proc) seen(seq uint64) bool {
+	c, ok := p.find(seq)
+	return ok && !c.BeforeProbes
+}
+
+// insert keeps c in Seq order: a cycle with full books replaces a
+// before-probes entry of the same number (replace), never the reverse;
+// beyond max the oldest go.
+func (p *proc) insert(c api.GCCycle, max int, replace bool) {
+	i, ok := slices.BinarySearchFunc(p.cycles, c.Seq, func(x api.GCCycle, s uint64) int { return cmpU64(x.Seq, s) })
+	switch {
+	case ok && replace:
+		p.cycles[i] = c
+	case ok:
+		if p.cycles[i].BeforeProbes && !c.BeforeProbes {
+			p.cycles[i] = c
+		}
+	default:
+		if len(p.cycles) >= max && i == 0 {
+			return // older than all kept
+		}
+		p.cycles = slices.Insert(p.cycles, i, c)
+		if len(p.cycles) > max {
+			p.cycles = slices.Delete(p.cycles, 0, len(p.cycles)-max)
+		}
+	}
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func seconds(ns uint64) float64 { return float64(ns) / 1e9 }
@@ -284,13 +364,7 @@ func (a *Aggregator) snapshot(p *proc, now time.Time) api.Process {
 		window = 0 // an exited process runs no cycles
 	}
 	if window > 0 {
-		n := 0
-		for _, t := range p.ends {
-			if now.Sub(t) <= window {
-				n++
-			}
-		}
-		info.GCCyclesPerSecond = float64(n) / window.Seconds()
+		info.GCCyclesPerSecond = p.numgc.rate(now)
 	}
 	p.extSnapshot(&info, now)
 	return info
@@ -317,9 +391,7 @@ func (a *Aggregator) GCHistory(pid, last int) (api.GCHistory, error) {
 	if !ok {
 		return api.GCHistory{}, fmt.Errorf("pid %d: %w", pid, api.ErrNoProcess)
 	}
-	cycles := make([]api.GCCycle, 0, len(p.cycles))
-	cycles = append(cycles, p.cycles[p.next:]...)
-	cycles = append(cycles, p.cycles[:p.next]...)
+	cycles := slices.Clone(p.cycles)
 	if last > 0 && len(cycles) > last {
 		cycles = cycles[len(cycles)-last:]
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/probes/gc"
+	"github.com/gopulse/gopulse/probes/rtstate"
 )
 
 // fakeClock is a settable clock; monotonic time is wall time minus a
@@ -20,25 +21,34 @@ func (c *fakeClock) Monotonic() time.Duration { return c.now.Sub(boot) }
 
 func mono(t time.Time) int64 { return int64(t.Sub(boot)) }
 
-// cycle builds the event of the n-th cycle, ending at end.
-func cycle(pid uint32, n uint64, end time.Time, trigger uint8) *gc.Event {
+// cycle builds the event of the n-th cycle, ending at end: the runtime's
+// books as the GC family's probe copies them.
+func cycle(pid int, n uint32, end time.Time, forced bool) gc.Event {
 	start := end.Add(-10 * time.Millisecond)
-	return &gc.Event{
-		Pid: pid, Kind: gc.KindCycle, Trigger: trigger, Seq: n,
-		T_sweepTerm: mono(start), T_mark: mono(start.Add(100 * time.Microsecond)),
-		T_markTerm: mono(end.Add(-200 * time.Microsecond)), T_end: mono(end),
-		StwSweepNs: 100_000, StwMarkNs: 200_000, HeapStart: 4 << 20, HeapEnd: 5 << 20, AssistNs: 50_000,
-		Cycles: n, ForcedCycles: n / 2, PauseTotalNs: n * 300_000,
-	}
+	return gc.Event{PID: pid, Kind: gc.KindCycle, Cycle: rtstate.Cycle{
+		Seq: n, NumForcedGC: n / 2, Forced: forced, PauseTotal: uint64(n) * 300_000,
+		TSweepTerm: mono(start), TMark: mono(start.Add(100 * time.Microsecond)),
+		TMarkTerm: mono(end.Add(-200 * time.Microsecond)), TEnd: mono(end), EndUnixNs: end.UnixNano(),
+		PauseNs: 300_000, Heap0: 4 << 20, Heap1: 5 << 20, Heap2: 3 << 20, AssistNs: 50_000,
+	}}
+}
+
+// books builds a reading of the runtime's books with numgc cycles.
+func books(pid int, numgc uint32, otherSTW int64, ring ...rtstate.RingPause) gc.Event {
+	return gc.Event{PID: pid, Kind: gc.KindBooks, Ring: ring, Books: rtstate.Sample{
+		NumGC: numgc, NumForcedGC: numgc / 2, PauseTotalNs: uint64(numgc) * 300_000, OtherSTW: otherSTW,
+		Settings:   rtstate.Settings{GCPercent: 100, MemoryLimit: 1 << 62, HeapGoal: 8 << 20, HeapLive: 5 << 20},
+		Goroutines: 12, GOMAXPROCS: 2,
+	}}
 }
 
 func TestHistoryBoundedAndOrdered(t *testing.T) {
 	clk := &fakeClock{now: boot.Add(time.Hour)}
 	a := New(Config{History: 3, MaxProcs: 10, ForgetAfter: time.Minute}, clk)
 	a.Register(Meta{PID: 7, Exe: "/bin/x", GoVersion: "go1.26.8", StartTime: clk.now.Add(-time.Second)})
-	for n := uint64(1); n <= 5; n++ {
+	for n := uint32(1); n <= 5; n++ {
 		clk.now = clk.now.Add(100 * time.Millisecond)
-		a.GC(cycle(7, n, clk.now, gc.TriggerHeap))
+		a.GC(cycle(7, n, clk.now, false))
 	}
 	h, err := a.GCHistory(7, 0)
 	if err != nil {
@@ -59,7 +69,7 @@ func TestHistoryBoundedAndOrdered(t *testing.T) {
 		t.Errorf("totals %+v", p)
 	}
 	c := h.Cycles[2]
-	if c.PauseSeconds != 300e-6 || c.SweepTermSeconds != 100e-6 || c.MarkTermSeconds != 200e-6 {
+	if c.PauseSeconds != 300e-6 || c.SweepTermSeconds != 100e-6 || c.MarkTermSeconds != 200e-6 || c.Trigger != api.TriggerHeap {
 		t.Errorf("cycle phases %+v", c)
 	}
 	if got := c.Start; !got.Equal(clk.now.Add(-10 * time.Millisecond)) {
@@ -81,7 +91,7 @@ func TestProcessCap(t *testing.T) {
 			t.Errorf("Register(%d) = %v, want %v", c.pid, got, c.want)
 		}
 	}
-	a.GC(cycle(4, 1, clk.now, gc.TriggerHeap)) // over the cap too
+	a.GC(cycle(4, 1, clk.now, false)) // over the cap too
 	if a.Len() != 2 || a.Dropped() != 2 {
 		t.Errorf("len %d dropped %d, want 2 and 2", a.Len(), a.Dropped())
 	}
@@ -109,33 +119,71 @@ func TestExitedForgottenAfterGrace(t *testing.T) {
 	}
 }
 
-// A PID that exec'd anew restarts from cycle 1 in the kernel; the history
-// restarts with it.
+// A PID that exec'd anew: the runtime's counters start over, and so does
+// the history.
 func TestReExecResets(t *testing.T) {
 	clk := &fakeClock{now: boot.Add(time.Hour)}
 	a := New(Config{History: 10, MaxProcs: 10, ForgetAfter: time.Minute}, clk)
-	for n := uint64(1); n <= 4; n++ {
-		a.GC(cycle(9, n, clk.now, gc.TriggerHeap))
+	a.GC(books(9, 4, -1))
+	for n := uint32(1); n <= 4; n++ {
+		a.GC(cycle(9, n, clk.now, false))
 	}
-	a.GC(cycle(9, 1, clk.now, gc.TriggerCycle))
+	a.GC(books(9, 1, -1))
+	a.GC(cycle(9, 1, clk.now, true))
 	h, _ := a.GCHistory(9, 0)
 	if len(h.Cycles) != 1 || h.Process.GCCycles != 1 || !h.Cycles[0].Forced || h.Cycles[0].Trigger != api.TriggerForced {
 		t.Errorf("after re-exec: %d cycles, totals %+v", len(h.Cycles), h.Process)
 	}
 }
 
-func TestOtherSTWAndObserver(t *testing.T) {
+// Other stop-the-world pauses come from the runtime's own count; a cycle
+// starting more than two minutes after the previous one ended is the
+// runtime's time trigger; the observer sees every completed cycle.
+func TestOtherSTWTimeTriggerAndObserver(t *testing.T) {
 	clk := &fakeClock{now: boot.Add(time.Hour)}
 	var seen []api.GCCycle
 	a := New(Config{History: 10, MaxProcs: 10, ForgetAfter: time.Minute,
 		OnCycle: func(p api.Process, c api.GCCycle) { seen = append(seen, c) }}, clk)
-	a.GC(&gc.Event{Pid: 5, Kind: gc.KindSTWOther, StwReason: 7, StwMarkNs: 40_000})
-	a.GC(cycle(5, 1, clk.now, gc.TriggerTime))
+	a.GC(books(5, 0, 3))
+	a.GC(cycle(5, 1, clk.now, false))
+	clk.now = clk.now.Add(3 * time.Minute)
+	a.GC(cycle(5, 2, clk.now, false))
 	p := a.Processes()[0]
-	if p.OtherSTWCount != 1 || p.OtherSTWSecondsTotal != 40e-6 {
+	if p.OtherSTWCount != 3 {
 		t.Errorf("other STW %+v", p)
 	}
-	if len(seen) != 1 || seen[0].Trigger != api.TriggerTime {
+	if len(seen) != 2 || seen[0].Trigger != api.TriggerHeap || seen[1].Trigger != api.TriggerTime {
 		t.Errorf("observer saw %+v", seen)
+	}
+	if p.Runtime == nil || p.Runtime.GOGCPercent != 100 || p.Runtime.Goroutines != 12 || p.Runtime.GOMAXPROCS != 2 {
+		t.Errorf("runtime gauges %+v", p.Runtime)
+	}
+}
+
+// A process attached late: its totals are the runtime's from the first
+// reading; the cycles the pause rings still hold are in the history,
+// marked, until the probe's records of the same cycles replace them.
+func TestBeforeProbesFromRings(t *testing.T) {
+	clk := &fakeClock{now: boot.Add(time.Hour)}
+	a := New(Config{History: 4, MaxProcs: 10, ForgetAfter: time.Minute}, clk)
+	var ring []rtstate.RingPause
+	for n := uint32(1); n <= 6; n++ {
+		ring = append(ring, rtstate.RingPause{Seq: n, PauseNs: 1000 * uint64(n), EndUnixNs: clk.now.UnixNano()})
+	}
+	a.GC(books(3, 6, -1, ring...))
+	h, _ := a.GCHistory(3, 0)
+	if h.Process.GCCycles != 6 || h.Process.GCPauseSecondsTotal != 6*300e-6 || len(h.Cycles) != 4 || h.Cycles[0].Seq != 3 {
+		t.Fatalf("after the first reading: totals %+v, cycles %+v", h.Process, h.Cycles)
+	}
+	for _, c := range h.Cycles {
+		if !c.BeforeProbes || c.PauseSeconds != float64(1000*c.Seq)/1e9 {
+			t.Errorf("ring cycle %+v", c)
+		}
+	}
+	a.GC(cycle(3, 6, clk.now, false))
+	a.GC(cycle(3, 7, clk.now, false))
+	h, _ = a.GCHistory(3, 0)
+	if h.Process.GCCycles != 7 || h.Cycles[3].Seq != 7 || h.Cycles[2].BeforeProbes || !h.Cycles[1].BeforeProbes {
+		t.Errorf("after two records: totals %+v, cycles %+v", h.Process, h.Cycles)
 	}
 }

@@ -31,10 +31,14 @@ type counterRing struct {
 }
 
 func (r *counterRing) add(now time.Time, v uint64) {
-	if r.n > 0 {
+	if r.n > 1 {
+		// Within a second of the sample before the last, the last moves
+		// on: the one before stays as the anchor of a rate in the first
+		// second too.
 		last := (r.next + len(r.t) - 1) % len(r.t)
-		if now.Sub(r.t[last]) < time.Second {
-			r.v[last] = v
+		prev := (r.next + len(r.t) - 2) % len(r.t)
+		if now.Sub(r.t[prev]) < time.Second {
+			r.t[last], r.v[last] = now, v
 			return
 		}
 	}

@@ -232,9 +232,15 @@ type GCCycle struct {
 	// runtime's PauseNs entry for the cycle.
 	PauseSeconds  float64 `json:"pause_seconds"`
 	AssistSeconds float64 `json:"assist_seconds"` // mutator assist CPU time
-	// Heap in use (live + not yet swept) at the start and at mark termination.
-	HeapStartBytes uint64 `json:"heap_start_bytes"`
-	HeapEndBytes   uint64 `json:"heap_end_bytes"`
+	// Heap in use (live + not yet swept) at the start and at mark
+	// termination, and what the cycle marked live: gctrace's X->Y->Z.
+	HeapStartBytes  uint64 `json:"heap_start_bytes"`
+	HeapEndBytes    uint64 `json:"heap_end_bytes"`
+	HeapMarkedBytes uint64 `json:"heap_marked_bytes"`
+	// NextGoalBytes is the heap goal the cycle set for the next one.
+	NextGoalBytes uint64 `json:"next_goal_bytes"`
+	// End is when the cycle ended (wall clock; memstats.last_gc_unix).
+	End time.Time `json:"end"`
 	// Partial is set when the daemon attached mid-cycle and some phases are
 	// unknown (zero).
 	Partial bool `json:"partial,omitempty"`

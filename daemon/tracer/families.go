@@ -62,7 +62,7 @@ var registry = []familyDef{
 		name: gc.Name, dflt: true,
 		load: func() (family, error) { return gc.New() },
 		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
-			return f.(*gc.Family).Read(ctx, func(ev *gc.Event) {
+			return f.(*gc.Family).Read(ctx, func(ev gc.Event) {
 				count()
 				t.agg.GC(ev)
 			})

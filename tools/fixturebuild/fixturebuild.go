@@ -51,6 +51,27 @@ func Shapes() []Shape {
 	}
 }
 
+// releases are the toolchains between 1.19 and 1.26 that the module proxy
+// serves (Go 1.21 on), by the exact release the facts table was checked
+// with; the local go switches to them (downloading each once).
+var releases = map[string]string{
+	"go1.21": "go1.21.13",
+	"go1.22": "go1.22.12",
+	"go1.23": "go1.23.12",
+	"go1.24": "go1.24.11",
+	"go1.25": "go1.25.5",
+}
+
+// ReleaseShapes returns one static shape per release in between those of
+// Shapes (Go 1.21 to 1.25), for checks of per-release facts.
+func ReleaseShapes() []Shape {
+	var out []Shape
+	for _, n := range []string{"go1.21", "go1.22", "go1.23", "go1.24", "go1.25"} {
+		out = append(out, Shape{Name: n + "-static", Toolchain: n})
+	}
+	return out
+}
+
 // toolchain says how to run one toolchain's go command.
 type toolchain struct {
 	goCmd       string // absolute path or name on PATH
@@ -66,6 +87,9 @@ func lookupToolchain(name string) (toolchain, error) {
 	case "go1.27":
 		// The local go switches to (and on first use downloads) this release.
 		return toolchain{goCmd: "go", gotoolchain: "go1.27.3"}, nil
+	}
+	if v, ok := releases[name]; ok {
+		return toolchain{goCmd: "go", gotoolchain: v}, nil
 	}
 	return toolchain{}, fmt.Errorf("unknown toolchain %q", name)
 }
