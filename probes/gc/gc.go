@@ -377,4 +377,3 @@ func (f *Family) Close() error {
 	f.mu.Unlock()
 	return f.objs.Close()
 }
-

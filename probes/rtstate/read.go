@@ -64,7 +64,6 @@ func NewReader(mem Mem, a Addrs, f probes.Facts) (*Reader, error) {
 	return nil, fmt.Errorf("runtime books (found by %s) do not check out: %w", a.From, err)
 }
 
-
 func (r *Reader) read(addr uint64, n uint32) ([]byte, error) {
 	buf := make([]byte, n)
 	if _, err := r.mem.ReadAt(buf, int64(addr)); err != nil {
