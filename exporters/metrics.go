@@ -50,15 +50,31 @@ var (
 	mGCCyclesByTrigger = metricDef{name: "go.gc.cycles", unit: "{gc_cycle}", kind: kindCounter, attrs: "go.gc.trigger (heap, time, forced)",
 		desc: "Completed GC cycles by what triggered them, from the per-cycle events (a lost event is missing here, not in go.memory.gc.cycles).", family: "gc", integer: true}
 	mGCPauseTime = metricDef{name: "go.gc.pause.time", unit: "s", kind: kindCounter,
-		desc: "Stop-the-world time of GC cycles, as runtime.MemStats.PauseTotalNs and /sched/pauses/total/gc:seconds summed. Exact.", family: "gc"}
+		desc: "Stop-the-world time of GC cycles: the runtime's own runtime.MemStats.PauseTotalNs.", family: "gc"}
 	mGCPhase = metricDef{name: "go.gc.phase.duration", unit: "s", kind: kindHistogram, attrs: "go.gc.phase (sweep_termination, mark, mark_termination)",
 		desc: "Wall-clock duration of each GC phase (the A+B+C ms clock of a gctrace line); sweep and mark termination stop the world, mark is concurrent.", family: "gc"}
 	mGCAssist = metricDef{name: "go.gc.assist.time", unit: "s", kind: kindCounter,
 		desc: "CPU time goroutines spent assisting the GC mark (/cpu/classes/gc/mark/assist:cpu-seconds), summed over observed cycles.", family: "gc"}
 	mSTWOther = metricDef{name: "go.stw.other.pauses", unit: "{pause}", kind: kindCounter,
-		desc: "Stop-the-world pauses not caused by the GC (ReadMemStats, GOMAXPROCS, profiles...; Go 1.22+).", family: "gc", integer: true}
+		desc: "Stop-the-world pauses not caused by the GC (ReadMemStats, GOMAXPROCS, profiles...; Go 1.22+): the runtime's own count (/sched/pauses/total/other:seconds).", family: "gc", integer: true}
 	mSTWOtherTime = metricDef{name: "go.stw.other.time", unit: "s", kind: kindCounter,
 		desc: "Time of the stop-the-world pauses not caused by the GC (/sched/pauses/total/other:seconds summed; Go 1.22+).", family: "gc"}
+
+	// The runtime's own settings and gauges (probes/rtstate), semconv.
+	mGCGoal = metricDef{name: goconv.MemoryGCGoal{}.Name(), unit: goconv.MemoryGCGoal{}.Unit(), kind: kindUpDownCounter,
+		desc: goconv.MemoryGCGoal{}.Description() + " Read from the process's memory (gcController).", family: "gc", semconv: true, integer: true}
+	mGOGC = metricDef{name: goconv.ConfigGogc{}.Name(), unit: goconv.ConfigGogc{}.Unit(), kind: kindUpDownCounter,
+		desc: goconv.ConfigGogc{}.Description() + " -1: GC off. Per process only.", family: "gc", semconv: true, integer: true}
+	mMemLimit = metricDef{name: goconv.MemoryLimit{}.Name(), unit: goconv.MemoryLimit{}.Unit(), kind: kindUpDownCounter,
+		desc: goconv.MemoryLimit{}.Description() + " Left out when there is none (math.MaxInt64). Per process only.", family: "gc", semconv: true, integer: true}
+	mGoroutines = metricDef{name: goconv.GoroutineCount{}.Name(), unit: goconv.GoroutineCount{}.Unit(), kind: kindUpDownCounter,
+		desc: goconv.GoroutineCount{}.Description() + " As runtime.NumGoroutine counts them, from the process's memory.", family: "gc", semconv: true, integer: true}
+	mProcs = metricDef{name: goconv.ProcessorLimit{}.Name(), unit: goconv.ProcessorLimit{}.Unit(), kind: kindUpDownCounter,
+		desc: goconv.ProcessorLimit{}.Description() + " (GOMAXPROCS)", family: "gc", semconv: true, integer: true}
+	mMemUsed = metricDef{name: goconv.MemoryUsed{}.Name(), unit: goconv.MemoryUsed{}.Unit(), kind: kindUpDownCounter, attrs: "go.memory.type (stack, other)",
+		desc: goconv.MemoryUsed{}.Description() + " Mapped and not released (gcController.mappedReady); stack: goroutine stacks.", family: "gc", semconv: true, integer: true}
+	mMemAllocated = metricDef{name: goconv.MemoryAllocated{}.Name(), unit: goconv.MemoryAllocated{}.Unit(), kind: kindCounter,
+		desc: goconv.MemoryAllocated{}.Description() + " (gcController.totalAlloc: as of the last flush of each P's cache)", family: "gc", semconv: true, integer: true}
 
 	mTraced = metricDef{name: "gopulse.processes.traced", unit: "{process}", kind: kindUpDownCounter,
 		desc: "Go processes the daemon traces now (exited ones until --forget-after).", family: "daemon", integer: true}
@@ -85,6 +101,7 @@ var (
 // catalog lists every metric, in README order.
 var catalog = []metricDef{
 	mGCCycles, mGCPause, mGCCyclesByTrigger, mGCPauseTime, mGCPhase, mGCAssist, mSTWOther, mSTWOtherTime,
+	mGCGoal, mGOGC, mMemLimit, mGoroutines, mProcs, mMemUsed, mMemAllocated,
 	mAdviseCalls, mAdviseSize, mReleased, mRSS,
 	mThreads, mSwitches, mOnCPU, mOffCPU, mRunQueueTime, mRunQueue, mSchedDuration,
 	mLockContentions, mLockWaitTime, mLockWait,
@@ -136,6 +153,7 @@ func (e *Exporter) register(m metric.Meter) error {
 			o.ObserveFloat64(floats[mGCAssist.name], s.fig.assistSeconds, set)
 			o.ObserveInt64(ints[mSTWOther.name], i64(s.fig.otherSTWCount), set)
 			o.ObserveFloat64(floats[mSTWOtherTime.name], s.fig.otherSTWSeconds, set)
+			observeRuntime(o, ints, s)
 			for trig, n := range s.fig.triggers {
 				o.ObserveInt64(ints[mGCCyclesByTrigger.name], i64(n), metric.WithAttributeSet(with(s.attrs, attrTrigger.String(trig))))
 			}
@@ -253,4 +271,31 @@ func histPoint(attrs attribute.Set, start, now time.Time, bounds []float64, h *h
 
 func (e *Exporter) scope() instrumentation.Scope {
 	return instrumentation.Scope{Name: ScopeName, Version: e.version, SchemaURL: semconv.SchemaURL}
+}
+
+// attrMemType is semconv's go.memory.type.
+var attrMemType = attribute.Key("go.memory.type")
+
+// observeRuntime reports the runtime's settings and gauges of a series.
+// GOGC and the memory limit are a process's settings: a per-service
+// series (a sum) leaves them out.
+func observeRuntime(o metric.Observer, ints map[string]metric.Int64Observable, s series) {
+	r := s.fig.runtime
+	if !s.fig.hasRuntime {
+		return
+	}
+	set := metric.WithAttributeSet(s.attrs)
+	o.ObserveInt64(ints[mGCGoal.name], i64(r.GCGoalBytes), set)
+	o.ObserveInt64(ints[mGoroutines.name], r.Goroutines, set)
+	o.ObserveInt64(ints[mProcs.name], r.GOMAXPROCS, set)
+	o.ObserveInt64(ints[mMemUsed.name], i64(r.MemoryStackBytes), metric.WithAttributeSet(with(s.attrs, attrMemType.String("stack"))))
+	o.ObserveInt64(ints[mMemUsed.name], i64(r.MemoryUsedBytes-min(r.MemoryStackBytes, r.MemoryUsedBytes)), metric.WithAttributeSet(with(s.attrs, attrMemType.String("other"))))
+	o.ObserveInt64(ints[mMemAllocated.name], i64(r.AllocatedBytes), set)
+	if s.fig.summed {
+		return
+	}
+	o.ObserveInt64(ints[mGOGC.name], r.GOGCPercent, set)
+	if r.MemoryLimitBytes != math.MaxInt64 {
+		o.ObserveInt64(ints[mMemLimit.name], r.MemoryLimitBytes, set)
+	}
 }

@@ -93,6 +93,9 @@ type figures struct {
 	pause           hist              // each GC stop-the-world pause
 	phase           [3]hist           // per phase, by phases
 	fam             famFigures        // the other probe families
+	runtime         api.Runtime       // the runtime's gauges (summed for a service)
+	hasRuntime      bool
+	summed          bool // a service's sum of processes
 }
 
 func (f *figures) add(o *figures) {
@@ -113,6 +116,15 @@ func (f *figures) add(o *figures) {
 		f.phase[i].add(&o.phase[i])
 	}
 	f.fam.add(&o.fam, true)
+	if o.hasRuntime {
+		f.hasRuntime, f.summed = true, true
+		f.runtime.GCGoalBytes += o.runtime.GCGoalBytes
+		f.runtime.Goroutines += o.runtime.Goroutines
+		f.runtime.GOMAXPROCS += o.runtime.GOMAXPROCS
+		f.runtime.MemoryUsedBytes += o.runtime.MemoryUsedBytes
+		f.runtime.MemoryStackBytes += o.runtime.MemoryStackBytes
+		f.runtime.AllocatedBytes += o.runtime.AllocatedBytes
+	}
 }
 
 func (f figures) clone() figures {
@@ -150,17 +162,17 @@ func (f *figures) observe(c api.GCCycle) {
 	}
 	// go.memory.gc.pause.duration is per stop-the-world pause, as the
 	// runtime's /sched/pauses/total/gc:seconds: a cycle has two.
-	if !c.Partial || c.SweepTermSeconds > 0 {
-		f.pause.record(pauseBounds, c.SweepTermSeconds)
-		f.phase[0].record(phaseBounds, c.SweepTermSeconds)
+	// The runtime books the cycle's total pause (both stops, restarts
+	// included) and the phases' clock; the sweep termination's clock is
+	// its stop, the mark termination's stop is the rest of the total.
+	if c.BeforeProbes {
+		return
 	}
-	if !c.Partial || c.MarkSeconds > 0 {
-		f.phase[1].record(phaseBounds, c.MarkSeconds)
-	}
-	if !c.Partial || c.MarkTermSeconds > 0 {
-		f.pause.record(pauseBounds, c.MarkTermSeconds)
-		f.phase[2].record(phaseBounds, c.MarkTermSeconds)
-	}
+	f.pause.record(pauseBounds, c.SweepTermSeconds)
+	f.pause.record(pauseBounds, max(c.PauseSeconds-c.SweepTermSeconds, 0))
+	f.phase[0].record(phaseBounds, c.SweepTermSeconds)
+	f.phase[1].record(phaseBounds, c.MarkSeconds)
+	f.phase[2].record(phaseBounds, c.MarkTermSeconds)
 }
 
 // pidState is what the exporter keeps of one process: its histograms (fed
@@ -186,6 +198,9 @@ func (s *pidState) totals(p api.Process) {
 	s.fig.otherSTWCount = p.OtherSTWCount
 	s.fig.otherSTWSeconds = p.OtherSTWSecondsTotal
 	s.fig.fam.set(p)
+	if p.Runtime != nil {
+		s.fig.runtime, s.fig.hasRuntime = *p.Runtime, true
+	}
 }
 
 // processAttrs are the data-point attributes of a per-process series.

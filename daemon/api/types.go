@@ -264,6 +264,9 @@ type Status struct {
 	// ProcessesDropped counts Go processes not traced because of --max-pids.
 	ProcessesDropped uint64         `json:"processes_dropped"`
 	Binaries         []BinaryStatus `json:"binaries"`
+	// Refused are the last binaries that got no probes, with the reasons
+	// (e.g. a runtime layout that does not check out).
+	Refused []BinaryStatus `json:"binaries_refused,omitempty"`
 	Families         []FamilyStatus `json:"families"`
 	// AttachLatency is the time from a new binary's exec to its probes being
 	// attached, for the last few binaries.
@@ -300,6 +303,10 @@ type FamilyStatus struct {
 	// UprobeHits is the part of Hits that were uprobes: each one a trap in
 	// the traced program.
 	UprobeHits uint64 `json:"uprobe_hits"`
+	// UprobeHitsPerGCCycle (gc family): uprobe hits over the GC cycles
+	// the family recorded (events + lost) since it was loaded: the traps
+	// each cycle costs the traced programs.
+	UprobeHitsPerGCCycle float64 `json:"uprobe_hits_per_gc_cycle,omitempty"`
 	// HitsPerSecond and UprobeHitsPerSecond are recent rates.
 	HitsPerSecond       float64 `json:"hits_per_second"`
 	UprobeHitsPerSecond float64 `json:"uprobe_hits_per_second"`

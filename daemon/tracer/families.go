@@ -63,7 +63,9 @@ var registry = []familyDef{
 		load: func() (family, error) { return gc.New() },
 		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
 			return f.(*gc.Family).Read(ctx, func(ev gc.Event) {
-				count()
+				if ev.Kind == gc.KindCycle {
+					count() // a cycle record; readings of the books are not events
+				}
 				t.agg.GC(ev)
 			})
 		},

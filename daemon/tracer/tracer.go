@@ -26,6 +26,7 @@ import (
 	"github.com/gopulse/gopulse/daemon/discovery"
 	"github.com/gopulse/gopulse/daemon/procmeta"
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/gc"
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
 
@@ -83,6 +84,7 @@ type Tracer struct {
 	bins      map[goinspect.FileID]*binInfo
 	pidBin    map[int]goinspect.FileID
 	latencies []float64 // last attach latencies, seconds
+	refused   []api.BinaryStatus // last binaries refused, and why
 
 	cost costMeter
 }
@@ -319,6 +321,7 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		b.Close()
 		if err != nil {
 			log.Warn("binary not traced", "go", info.goVersion, "err", err)
+			t.refuse(api.BinaryStatus{Path: exe, GoVersion: info.goVersion, Errors: strings.Split(err.Error(), "\n")})
 			t.skip(key)
 			return false
 		}
@@ -372,6 +375,21 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 	t.bind(pid, key.id, info)
 	t.trackFamilies(pid)
 	return true
+}
+
+// maxRefused bounds the refused binaries status lists.
+const maxRefused = 32
+
+// refuse records a binary that gets no probes, for status: the newest
+// maxRefused, one entry per path.
+func (t *Tracer) refuse(b api.BinaryStatus) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refused = slices.DeleteFunc(t.refused, func(o api.BinaryStatus) bool { return o.Path == b.Path })
+	t.refused = append(t.refused, b)
+	if len(t.refused) > maxRefused {
+		t.refused = t.refused[len(t.refused)-maxRefused:]
+	}
 }
 
 // bind records that pid runs binary id, releasing the binary it ran
@@ -484,6 +502,7 @@ func (t *Tracer) Status() api.Status {
 	s.TrapCostNs, s.TrapCostSource = t.cost.trapCost()
 	t.mu.Lock()
 	s.AttachLatencySeconds = slices.Clone(t.latencies)
+	s.Refused = slices.Clone(t.refused)
 	counts := map[goinspect.FileID]int{}
 	for id, info := range t.bins {
 		counts[id] = len(info.pids)
@@ -503,6 +522,9 @@ func (t *Tracer) Status() api.Status {
 		f := api.FamilyStatus{Name: l.def.name, Events: l.events.Load()}
 		f.LostEvents, _ = l.f.Lost()
 		l.costStatus(&f, s.TrapCostNs)
+		if l.def.name == gc.Name && f.Events+f.LostEvents > 0 {
+			f.UprobeHitsPerGCCycle = float64(f.UprobeHits) / float64(f.Events+f.LostEvents)
+		}
 		s.Families = append(s.Families, f)
 	}
 	t.famMu.Lock()

@@ -201,6 +201,7 @@ func (f *Family) Track(pid uint32) {
 	}
 	if err == nil {
 		ev.Ring, err = r.r.PauseRing(ev.Books.NumGC)
+		r.last = ev.Books.NumGC
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -225,9 +226,9 @@ func (f *Family) Track(pid uint32) {
 }
 
 type reader struct {
-	mem *os.File
-	r   *rtstate.Reader
-	err string
+	mem  *os.File
+	r    *rtstate.Reader
+	last uint32 // numgc at the last reading (Poll's own)
 }
 
 func (r *reader) close() {
@@ -325,7 +326,20 @@ func (f *Family) Poll(fn func(Event)) {
 		s, err := r.r.Read()
 		switch {
 		case err == nil:
-			fn(Event{PID: int(pid), Kind: KindBooks, Books: s})
+			ev := Event{PID: int(pid), Kind: KindBooks, Books: s}
+			if s.NumGC > r.last+1 {
+				// Cycles between two readings whose records may never
+				// come (before the probe was attached, or lost): the
+				// rings still have their pauses.
+				ring, _ := r.r.PauseRing(s.NumGC)
+				for _, c := range ring {
+					if c.Seq > r.last && c.Seq < s.NumGC {
+						ev.Ring = append(ev.Ring, c)
+					}
+				}
+			}
+			r.last = s.NumGC
+			fn(ev)
 		case errors.Is(err, rtstate.ErrRead):
 			// Exited: its last figures stand.
 			f.Forget(pid)

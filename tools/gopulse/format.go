@@ -231,19 +231,32 @@ func writeStatus(w io.Writer, st api.Status) error {
 		}
 		tw.Flush()
 	}
+	if len(st.Refused) > 0 {
+		b.WriteString("\nrefused (no probes):\n")
+		tw := newTable(&b)
+		fmt.Fprintln(tw, "BINARY\tGO\tWHY")
+		for _, bin := range st.Refused {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", orDash(bin.Path), orDash(bin.GoVersion), strings.Join(bin.Errors, "; "))
+		}
+		tw.Flush()
+	}
 
 	b.WriteString("\n")
 	if len(st.Families) > 0 {
 		tw := newTable(&b)
-		fmt.Fprintln(tw, "FAMILY\tEVENTS\tLOST\tHITS\tHITS/S\tTRAPS/S\tEST-COST")
+		fmt.Fprintln(tw, "FAMILY\tEVENTS\tLOST\tHITS\tHITS/S\tTRAPS/S\tTRAPS/GC\tEST-COST")
 		for _, f := range st.Families {
 			if f.Error != "" {
 				fmt.Fprintf(tw, "%s\tNOT RUNNING: %s\n", f.Name, f.Error)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", f.Name, f.Events, f.LostEvents, f.Hits,
+			perGC := "-"
+			if f.UprobeHitsPerGCCycle > 0 {
+				perGC = strconv.FormatFloat(f.UprobeHitsPerGCCycle, 'f', 2, 64)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", f.Name, f.Events, f.LostEvents, f.Hits,
 				strconv.FormatFloat(f.HitsPerSecond, 'f', 0, 64), strconv.FormatFloat(f.UprobeHitsPerSecond, 'f', 0, 64),
-				costString(f.EstCostSecondsPerSecond))
+				perGC, costString(f.EstCostSecondsPerSecond))
 		}
 		tw.Flush()
 		trap := "not measured yet"
