@@ -266,8 +266,8 @@ type Status struct {
 	Binaries         []BinaryStatus `json:"binaries"`
 	// Refused are the last binaries that got no probes, with the reasons
 	// (e.g. a runtime layout that does not check out).
-	Refused []BinaryStatus `json:"binaries_refused,omitempty"`
-	Families         []FamilyStatus `json:"families"`
+	Refused  []BinaryStatus `json:"binaries_refused,omitempty"`
+	Families []FamilyStatus `json:"families"`
 	// AttachLatency is the time from a new binary's exec to its probes being
 	// attached, for the last few binaries.
 	AttachLatencySeconds []float64 `json:"attach_latency_seconds"`

@@ -83,7 +83,7 @@ type Tracer struct {
 	notGo     map[fileKey]struct{}
 	bins      map[goinspect.FileID]*binInfo
 	pidBin    map[int]goinspect.FileID
-	latencies []float64 // last attach latencies, seconds
+	latencies []float64          // last attach latencies, seconds
 	refused   []api.BinaryStatus // last binaries refused, and why
 
 	cost costMeter
