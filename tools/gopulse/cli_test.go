@@ -80,12 +80,12 @@ func TestTableOutput(t *testing.T) {
 		{"gc", []string{s, "gc", "1234"}, func(t *testing.T, out string) {
 			for _, want := range []string{
 				"PID 1234  gcload  go1.22.3  (pie)\n  /usr/local/bin/gcload\n",
-				"42 GC cycles observed (3 forced), 0.50/s; pause 1.2ms total, 66µs last; assist 3.4ms total",
+				"42 GC cycles (3 forced), 0.50/s; pause 1.2ms total, 66µs last; assist 3.4ms total (observed cycles)",
 				"2 non-GC stop-the-world pauses, 1.1ms total",
 				"running",
-				"gc 12 @12.402s forced: 0.021+1.3+0.045 ms clock, pause 0.066 ms, assist 0.20 ms, 4->5 MB heap\n",
+				"gc 12 @12.402s forced: 0.021+1.3+0.045 ms clock, pause 0.066 ms, assist 0.20 ms, 4->5->0 MB, 0 MB goal\n",
 				"gc 13 @13.402s heap: 0.021+1.3+0.045 ms clock",
-				"(last 20 of 42 observed cycles; --last N for more, 0 for all kept)",
+				"(last 20 of 42 cycles; --last N for more, 0 for all kept)",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("gc output lacks %q:\n%s", want, out)
@@ -112,7 +112,7 @@ func TestTableOutput(t *testing.T) {
 		}},
 		{"gc exited process", []string{s, "gc", "77"}, func(t *testing.T, out string) {
 			for _, want := range []string{
-				"(static, stripped)", "exited 20", "(the daemon kept the last 1 of 7 observed cycles)", "gc 7 @120.000s time: 0+0+0 ms clock, pause 250 ms, assist 0 ms, 0->0 MB heap",
+				"(static, stripped)", "exited 20", "(the daemon kept the last 1 of 7 cycles)", "gc 7 @120.000s time: 0+0+0 ms clock, pause 250 ms, assist 0 ms, 0->0->0 MB, 0 MB goal",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("gc output lacks %q:\n%s", want, out)
@@ -134,9 +134,9 @@ func TestTableOutput(t *testing.T) {
 			for k, w := range map[string][]string{
 				"BINARY":                {"BINARY", "GO", "PROCESSES", "PROBES", "ERRORS"},
 				"/usr/local/bin/gcload": {"/usr/local/bin/gcload", "go1.22.3", "1", "6", "-"},
-				"FAMILY":                {"FAMILY", "EVENTS", "LOST", "HITS", "HITS/S", "TRAPS/S", "EST-COST"},
-				"gc":                    {"gc", "1000", "2", "3000", "0", "0", "0"},
-				"stw":                   {"stw", "10", "0", "0", "0", "0", "0"},
+				"FAMILY":                {"FAMILY", "EVENTS", "LOST", "HITS", "HITS/S", "TRAPS/S", "TRAPS/GC", "EST-COST"},
+				"gc":                    {"gc", "1000", "2", "3000", "0", "0", "-", "0"},
+				"stw":                   {"stw", "10", "0", "0", "0", "0", "-", "0"},
 			} {
 				if got := row(out, k); !reflect.DeepEqual(got, w) {
 					t.Errorf("row %s = %q, want %q", k, got, w)

@@ -71,16 +71,23 @@ func writeGC(w io.Writer, h api.GCHistory, last int) error {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "  started %s, traced since %s, %s\n", fmtTime(p.StartTime), fmtTime(p.FirstSeen), stateLong(p))
-	fmt.Fprintf(&b, "  %d GC cycles observed (%d forced), %.2f/s; pause %s total, %s last; assist %s total\n",
+	fmt.Fprintf(&b, "  %d GC cycles (%d forced), %.2f/s; pause %s total, %s last; assist %s total (observed cycles)\n",
 		p.GCCycles, p.GCForcedCycles, p.GCCyclesPerSecond,
 		humanSeconds(p.GCPauseSecondsTotal), humanSeconds(p.GCLastPauseSeconds),
 		humanSeconds(p.GCAssistSecondsTotal))
+	if r := p.Runtime; r != nil {
+		fmt.Fprintf(&b, "  heap %s live, goal %s, GOGC %s, limit %s; %d goroutines, GOMAXPROCS %d; %s used\n",
+			humanBytes(r.HeapLiveBytes), humanBytes(r.GCGoalBytes), gogcString(r.GOGCPercent), limitString(r.MemoryLimitBytes),
+			r.Goroutines, r.GOMAXPROCS, humanBytes(r.MemoryUsedBytes))
+	} else if p.RuntimeError != "" {
+		fmt.Fprintf(&b, "  runtime books not read: %s\n", p.RuntimeError)
+	}
 	if p.OtherSTWCount > 0 {
 		fmt.Fprintf(&b, "  %d non-GC stop-the-world pauses, %s total\n", p.OtherSTWCount, humanSeconds(p.OtherSTWSecondsTotal))
 	}
 	b.WriteString("\n")
 	if len(h.Cycles) == 0 {
-		b.WriteString("no GC cycle observed yet\n")
+		b.WriteString("no GC cycle yet\n")
 	}
 	for _, c := range h.Cycles {
 		b.WriteString(gctraceLine(c))
@@ -88,9 +95,9 @@ func writeGC(w io.Writer, h api.GCHistory, last int) error {
 	}
 	if n := uint64(len(h.Cycles)); n > 0 && n < p.GCCycles {
 		if last > 0 && len(h.Cycles) == last {
-			fmt.Fprintf(&b, "(last %d of %d observed cycles; --last N for more, 0 for all kept)\n", n, p.GCCycles)
+			fmt.Fprintf(&b, "(last %d of %d cycles; --last N for more, 0 for all kept)\n", n, p.GCCycles)
 		} else {
-			fmt.Fprintf(&b, "(the daemon kept the last %d of %d observed cycles)\n", n, p.GCCycles)
+			fmt.Fprintf(&b, "(the daemon kept the last %d of %d cycles)\n", n, p.GCCycles)
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -101,6 +108,10 @@ func writeGC(w io.Writer, h api.GCHistory, last int) error {
 //
 //	gc 12 @3.402s forced: 0.021+1.3+0.045 ms clock, pause 0.066 ms, assist 0.20 ms, 4->5 MB heap
 func gctraceLine(c api.GCCycle) string {
+	if c.BeforeProbes {
+		// Only the runtime's pause ring remembers it.
+		return fmt.Sprintf("gc %d (before the probes) ended %s, pause %s ms", c.Seq, c.End.Local().Format("15:04:05.000"), gctraceMS(c.PauseSeconds))
+	}
 	trigger := c.Trigger
 	if trigger == "" {
 		if c.Forced {
@@ -109,11 +120,11 @@ func gctraceLine(c api.GCCycle) string {
 			trigger = "?"
 		}
 	}
-	s := fmt.Sprintf("gc %d @%.3fs %s: %s+%s+%s ms clock, pause %s ms, assist %s ms, %d->%d MB heap",
+	s := fmt.Sprintf("gc %d @%.3fs %s: %s+%s+%s ms clock, pause %s ms, assist %s ms, %d->%d->%d MB, %d MB goal",
 		c.Seq, c.SinceProcessStart, trigger,
 		gctraceMS(c.SweepTermSeconds), gctraceMS(c.MarkSeconds), gctraceMS(c.MarkTermSeconds),
 		gctraceMS(c.PauseSeconds), gctraceMS(c.AssistSeconds),
-		c.HeapStartBytes>>20, c.HeapEndBytes>>20)
+		c.HeapStartBytes>>20, c.HeapEndBytes>>20, c.HeapMarkedBytes>>20, c.NextGoalBytes>>20)
 	if c.Partial {
 		s += " (partial)"
 	}
@@ -503,4 +514,18 @@ func writeSched(w io.Writer, p api.Process) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func gogcString(p int64) string {
+	if p < 0 {
+		return "off"
+	}
+	return strconv.FormatInt(p, 10)
+}
+
+func limitString(l int64) string {
+	if l == math.MaxInt64 {
+		return "none"
+	}
+	return humanBytes(uint64(l))
 }
