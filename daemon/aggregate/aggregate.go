@@ -216,6 +216,7 @@ func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
 		cy := ev.Cycle
 		a.totals(p, cy.Seq, cy.NumForcedGC, cy.PauseTotal)
 		c := a.cycle(p, cy)
+		p.info.GCCyclesRecorded++
 		p.info.GCLastPauseSeconds = c.PauseSeconds
 		p.info.GCAssistSecondsTotal += c.AssistSeconds
 		p.insert(c, a.cfg.History, true)

@@ -31,6 +31,9 @@ type Process struct {
 
 	GCCycles       uint64 `json:"gc_cycles"`        // completed cycles observed
 	GCForcedCycles uint64 `json:"gc_forced_cycles"` // of those, forced by runtime.GC
+	// GCCyclesRecorded counts the cycles whose books the GC family's probe
+	// delivered (the others: before the probes, or records lost).
+	GCCyclesRecorded uint64 `json:"gc_cycles_recorded"`
 	// GCPauseSecondsTotal is all stop-the-world time of the observed cycles
 	// (sweep termination + mark termination, as the runtime's PauseTotalNs).
 	GCPauseSecondsTotal float64 `json:"gc_pause_seconds_total"`

@@ -296,8 +296,9 @@ func (e *env) tracedRun(ctx context.Context, setting string, w workload) (traced
 	return t, nil
 }
 
-// gcCyclesSeen is the number of the fixture's GC cycles the daemon
-// observed: equal to the fixture's own count when the whole run was
+// gcCyclesSeen is the number of the fixture's GC cycles whose record the
+// daemon's probe delivered (its totals are the runtime's own whatever the
+// probes saw): equal to the fixture's own count when the whole run was
 // traced. Cycle events reach the daemon through a ring buffer read every
 // probes.PollEvery (no wakeup per record), so the last may land up to that
 // long after the fixture exited.
@@ -306,7 +307,7 @@ func (d *benchDaemon) gcCyclesSeen(ctx context.Context, r result) int {
 	for deadline := time.Now().Add(probes.PollEvery + time.Second); time.Now().Before(deadline); {
 		h, err := d.client.GCHistory(ctx, r.pid, 1)
 		if err == nil {
-			seen = int(h.Process.GCCycles)
+			seen = int(h.Process.GCCyclesRecorded)
 			if seen >= r.numGC {
 				break
 			}

@@ -27,7 +27,15 @@ func famWorkloads() []workload {
 			args: []string{"-pairs", "2", "-rounds", "600000", "-work", "50"}, warm: []string{"-pairs", "1", "-rounds", "10"}},
 		{key: "heaplock", name: "contended allocation (heaplock, 16 goroutines)", fixture: "heaplock",
 			args: []string{"-workers", "16", "-iters", "3000"}, warm: []string{"-workers", "1", "-iters", "10"}},
+		malloc8(false),
 	}
+}
+
+// malloc8 is the tiny-heap allocation workload (like the runtime's
+// BenchmarkMalloc8): hundreds of GC cycles a second at the minimum heap.
+func malloc8(gcTable bool) workload {
+	return workload{key: "malloc8", name: "tiny-heap allocation (malloc8, like BenchmarkMalloc8)", fixture: "malloc8",
+		args: []string{"-n", "60000000"}, warm: []string{"-n", "1000"}, gcCycles: gcTable}
 }
 
 var famSettings = []string{"gc", "madvise", "sched", "mheaplock", "default", "all"}
