@@ -26,6 +26,7 @@ import (
 	"github.com/gopulse/gopulse/daemon/discovery"
 	"github.com/gopulse/gopulse/daemon/procmeta"
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/catalog"
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
 
@@ -184,13 +185,13 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 	// family's probes at once.
 	t.famMu.Lock()
 	t.runCtx = ctx
-	for _, def := range registry {
-		if !slices.Contains(t.cfg.Families, def.name) {
+	for _, cf := range catalog.Families() {
+		if !slices.Contains(t.cfg.Families, cf.Name) {
 			continue
 		}
 		// A family that cannot start (a kernel without its tracepoint,
 		// say) is reported, not fatal: the others keep tracing.
-		t.tryStartFamily(ctx, def)
+		t.tryStartFamily(ctx, cf.Name)
 	}
 	t.famMu.Unlock()
 	g.Go(func() error {
@@ -500,7 +501,7 @@ func (t *Tracer) Status() api.Status {
 	disc.LostEvents, _ = t.disc.Lost()
 	s.Families = append(s.Families, disc)
 	for _, l := range t.families() {
-		f := api.FamilyStatus{Name: l.def.name, Events: l.events.Load()}
+		f := api.FamilyStatus{Name: l.name, Events: l.events.Load()}
 		f.LostEvents, _ = l.f.Lost()
 		l.costStatus(&f, s.TrapCostNs)
 		s.Families = append(s.Families, f)
