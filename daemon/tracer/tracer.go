@@ -194,6 +194,7 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 		t.tryStartFamily(ctx, cf.Name)
 	}
 	t.famMu.Unlock()
+	g.Go(func() error { return t.sampleCosts(ctx) })
 	g.Go(func() error {
 		t.scan()
 		t.ready.Store(true)

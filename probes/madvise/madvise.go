@@ -54,7 +54,7 @@ type Event = event.Madvise
 type Family struct {
 	objs madviseObjects
 	ring *probes.Ring[madviseMadvEvent]
-	syms probes.ProcSymbols
+	syms *probes.ProcSymbols
 }
 
 // New loads the family's programs, for a host whose procfs is /proc.
@@ -63,7 +63,7 @@ func New() (*Family, error) { return Load(probes.Env{}) }
 // Load loads the family's programs.
 func Load(env probes.Env) (*Family, error) {
 	f := &Family{}
-	f.syms.ProcRoot = env.Proc()
+	f.syms = probes.NewProcSymbols(env.Proc())
 	if err := loadMadviseObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load madvise programs: %w", err)
 	}
