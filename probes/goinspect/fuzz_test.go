@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 )
 
 func FuzzOpen(f *testing.F) {

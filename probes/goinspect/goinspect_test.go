@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 )
 
 // probedFuncs are the runtime functions gopulse attaches to.

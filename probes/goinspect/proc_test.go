@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 )
 
 // startHeld starts a command running gcload -wait -hold (blocked on stdin)

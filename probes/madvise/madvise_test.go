@@ -19,8 +19,8 @@ import (
 
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/madvise"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 var (

@@ -18,8 +18,8 @@ import (
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/goinspect"
 	"github.com/gopulse/gopulse/probes/mheaplock"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // The heap lock's address found by disassembly (what stripped binaries
