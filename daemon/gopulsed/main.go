@@ -22,10 +22,10 @@ import (
 	"github.com/gopulse/gopulse/daemon/aggregate"
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/daemon/config"
-	"github.com/gopulse/gopulse/probes/discovery"
 	"github.com/gopulse/gopulse/daemon/service"
 	"github.com/gopulse/gopulse/daemon/tracer"
 	"github.com/gopulse/gopulse/exporters"
+	"github.com/gopulse/gopulse/probes/discovery"
 )
 
 type systemClock struct{}

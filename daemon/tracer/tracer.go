@@ -23,10 +23,10 @@ import (
 
 	"github.com/gopulse/gopulse/daemon/aggregate"
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/probes/discovery"
 	"github.com/gopulse/gopulse/daemon/procmeta"
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/catalog"
+	"github.com/gopulse/gopulse/probes/discovery"
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
 

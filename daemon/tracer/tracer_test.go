@@ -12,9 +12,9 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gopulse/gopulse/daemon/aggregate"
-	"github.com/gopulse/gopulse/probes/discovery"
 	"github.com/gopulse/gopulse/internal/fixturebuild"
 	"github.com/gopulse/gopulse/internal/testenv"
+	"github.com/gopulse/gopulse/probes/discovery"
 )
 
 type fakeBacklog struct {

@@ -107,4 +107,3 @@ func Target(c Config) (*url.URL, bool, error) {
 	}
 	return u, u.Scheme == "http" || c.OTLPInsecure, nil
 }
-
