@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/gopulse/gopulse/daemon/tracer.Version=$(VERSION)
 
-.PHONY: all build generate test bench vet clean deb
+.PHONY: all build generate check-clang check-generate test bench vet clean deb
 
 all: build
 
@@ -12,11 +12,30 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/gopulsed ./daemon/gopulsed
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/gopulse ./tools/gopulse
 
+# The committed BPF objects are built by this clang, pinned so that a
+# regeneration is byte for byte what is committed (check-generate): Debian
+# 12's clang-14 (apt-get install clang-14 llvm-14 libbpf-dev).
+CLANG         ?= clang-14
+STRIP         ?= llvm-strip-14
+CLANG_VERSION := 14.0.6
+
 # Regenerates bpf/vmlinux.h from this kernel's BTF only when asked
 # (VMLINUX=1): the committed header is what CO-RE builds against.
-generate:
+generate: check-clang
 	@if [ "$(VMLINUX)" = 1 ]; then bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h; fi
-	$(GO) generate ./probes/... ./daemon/...
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./probes/... ./daemon/...
+
+check-clang:
+	@$(CLANG) --version | grep -q 'clang version $(CLANG_VERSION)' || \
+		{ echo "make generate: want clang $(CLANG_VERSION) as $(CLANG), have: $$($(CLANG) --version 2>&1 | head -1)" >&2; exit 1; }
+
+# Regenerates every BPF object and its Go bindings and fails when they
+# differ from what is committed (a source changed without `make generate`,
+# or a hand edit of generated code). Run by .ci/run.
+check-generate: generate
+	@if [ -n "$$(git status --porcelain -- bpf probes daemon)" ]; then \
+		git status --short -- bpf probes daemon >&2; \
+		echo "check-generate: generated BPF objects differ from the sources: run make generate and commit" >&2; exit 1; fi
 
 # The whole suite: real BPF programs against real Go processes. Needs root
 # (CAP_BPF, CAP_PERFMON); with CI=true a test that lacks them fails

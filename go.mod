@@ -19,6 +19,8 @@ require (
 	google.golang.org/grpc v1.83.2
 )
 
+require go.uber.org/goleak v1.3.0
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect

@@ -12,12 +12,14 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 18);
+	__uint(max_entries, DISC_RING_BYTES);
 } proc_events SEC(".maps");
 
 DEFINE_LOST_COUNTER(proc_lost);
 
 const struct disc_event *unused_disc_event __attribute__((unused));
+const enum disc_contract *unused_disc_contract __attribute__((unused));
+const enum disc_event_kind *unused_disc_event_kind __attribute__((unused));
 
 static __always_inline struct disc_event *reserve(__u8 kind, __u32 pid)
 {

@@ -7,7 +7,15 @@ enum disc_event_kind {
 	DISC_EVENT_EXIT = 2,
 };
 
-#define DISC_FILENAME_LEN 256
+/* Sizes user space relies on, generated for Go (bpf2go -type). */
+enum disc_contract {
+	DISC_FILENAME_LEN = 256,
+	DISC_RING_BYTES = 1 << 18,
+};
+
+/* No hidden padding in what user space reads. */
+#pragma clang diagnostic push
+#pragma clang diagnostic error "-Wpadded"
 
 struct disc_event {
 	__u64 ts; /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
@@ -18,5 +26,7 @@ struct disc_event {
 	__u8 pad[7];
 	char filename[DISC_FILENAME_LEN]; /* exec: as passed to execve */
 };
+
+#pragma clang diagnostic pop
 
 #endif

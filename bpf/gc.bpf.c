@@ -37,8 +37,6 @@ struct {
 	__type(value, struct gc_layout);
 } gc_layouts SEC(".maps");
 
-#define GC_RING_BYTES (1 << 21)
-
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, GC_RING_BYTES);
@@ -52,6 +50,7 @@ DEFINE_LOST_COUNTER(gc_nolayout);
 /* Dummy uses so bpf2go -type finds the types. */
 const struct gc_record *unused_gc_record __attribute__((unused));
 const struct gc_layout *unused_gc_layout __attribute__((unused));
+const enum gc_contract *unused_gc_contract __attribute__((unused));
 
 SEC("uprobe")
 int gc_cycle(struct pt_regs *ctx)

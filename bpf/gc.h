@@ -7,10 +7,19 @@
  * structures (probes/rtstate.CycleWindows), each at most GC_WINDOW_MAX
  * bytes: work's last-cycle fields (≤ 192 bytes on Go 1.19-1.27), memstats'
  * counters (24), its pause total (16), gcController's pacing (128). */
-#define GC_WINDOWS 4
-#define GC_WINDOW_MAX 256
-/* Binaries with a layout at once (more than --max-binaries allows). */
-#define GC_MAX_LAYOUTS 8192
+/* Enumerators, not macros, so that bpf2go -type gc_contract hands them to
+ * Go (probes/gc contract test). GC_MAX_LAYOUTS: binaries with a layout at
+ * once (more than --max-binaries allows). */
+enum gc_contract {
+	GC_WINDOWS = 4,
+	GC_WINDOW_MAX = 256,
+	GC_MAX_LAYOUTS = 8192,
+	GC_RING_BYTES = 1 << 21,
+};
+
+/* Shared structs have no hidden padding. */
+#pragma clang diagnostic push
+#pragma clang diagnostic error "-Wpadded"
 
 /* Per probed binary, written by user space when it attaches: where the
  * probe sits (link-time) and where each window starts (link-time); the
@@ -31,5 +40,7 @@ struct gc_record {
 	__u32 len[GC_WINDOWS]; /* bytes copied; 0: the read failed */
 	__u8 data[GC_WINDOWS][GC_WINDOW_MAX];
 };
+
+#pragma clang diagnostic pop
 
 #endif

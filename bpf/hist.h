@@ -4,8 +4,12 @@
 #define GOPULSE_HIST_H
 
 /* Bucket i counts values in [2^(i-1), 2^i) ns (bucket 0: 0), so bucket 10
- * ends at ~1 µs, 20 at ~1 ms, 30 at ~1 s; the last one has no bound. */
-#define HIST_BUCKETS 40
+ * ends at ~1 µs, 20 at ~1 ms, 30 at ~1 s; the last one has no bound.
+ * An enumerator so that bpf2go -type hist_contract generates it for Go
+ * (event.HistBuckets, checked by the families' contract tests). */
+enum hist_contract {
+	HIST_BUCKETS = 40,
+};
 
 static __always_inline __u32 hist_bucket(__u64 v)
 {

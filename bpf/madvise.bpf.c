@@ -25,12 +25,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, MADV_RING_BYTES);
 } madv_events SEC(".maps");
 
 DEFINE_LOST_COUNTER(madv_lost);
 
 const struct madv_event *unused_madv_event __attribute__((unused));
+const enum madv_contract *unused_madv_contract __attribute__((unused));
 
 struct madv_args {
 	__u64 start;
@@ -62,11 +63,11 @@ int madv_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* releases: the advices that give memory back (madvise.Releases on the Go
- * side: DONTNEED, FREE, REMOVE, PAGEOUT, DONTNEED_LOCKED). */
+/* releases: the advices that give memory back (MADV_RELEASE_MASK;
+ * event.Releases on the Go side). */
 static __always_inline bool releases(__s64 advice)
 {
-	return advice == 4 || advice == 8 || advice == 9 || advice == 21 || advice == 24;
+	return advice >= 0 && advice < 32 && ((MADV_RELEASE_MASK >> advice) & 1);
 }
 
 SEC("tracepoint/syscalls/sys_exit_madvise")
@@ -113,6 +114,6 @@ int madv_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ret == 0 && releases(a.advice))
 		n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), BPF_F_USER_STACK);
 	e->nframes = n > 0 ? (__u32)((__u64)n >> 3) : 0;
-	submit_batched(&madv_events, e, (1 << 20) / 8);
+	submit_batched(&madv_events, e, MADV_RING_BYTES / 8);
 	return 0;
 }

@@ -3,11 +3,26 @@
 #ifndef GOPULSE_MADVISE_H
 #define GOPULSE_MADVISE_H
 
-#define MADV_MAX_PROCS 16384
-/* Advice values 0..30 have their own slot; anything else (MADV_HWPOISON,
- * guard pages...) shares slot 31. */
-#define MADV_SLOTS 32
-#define MADV_STACK_DEPTH 24
+/* The numbers user space must agree on are enumerators, not macros, so
+ * that bpf2go -type madv_contract generates them for Go
+ * (probes/madvise/contract_test.go checks the Go side against them). */
+enum madv_contract {
+	MADV_MAX_PROCS = 16384,
+	/* Advice values 0..30 have their own slot; anything else
+	 * (MADV_HWPOISON, guard pages...) shares slot 31. */
+	MADV_SLOTS = 32,
+	MADV_STACK_DEPTH = 24,
+	MADV_RING_BYTES = 1 << 20,
+	/* The advices that give memory back, one bit per advice value
+	 * (event.Releases): DONTNEED 4, FREE 8, REMOVE 9, PAGEOUT 21,
+	 * DONTNEED_LOCKED 24. The stack (who asked) is walked for these only. */
+	MADV_RELEASE_MASK = (1 << 4) | (1 << 8) | (1 << 9) | (1 << 21) | (1 << 24),
+};
+
+/* No hidden padding in what user space reads: an error here means a
+ * struct needs an explicit padding field. */
+#pragma clang diagnostic push
+#pragma clang diagnostic error "-Wpadded"
 
 /* Per traced process, created by user space when it starts tracing the
  * process (that is the BPF-side filter) and updated by the kernel side. */
@@ -33,5 +48,7 @@ struct madv_event {
 	__u32 _pad;
 	__u64 stack[MADV_STACK_DEPTH]; /* user return addresses, innermost first */
 };
+
+#pragma clang diagnostic pop
 
 #endif

@@ -51,12 +51,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, LOCK_MAX_THREADS);
 	__type(key, __u32); /* tid */
 	__type(value, struct lock_wait);
 } lock_waits SEC(".maps");
 
 const struct lock_proc *unused_lock_proc __attribute__((unused));
+const enum lock_contract *unused_lock_contract __attribute__((unused));
+const enum hist_contract *unused_hist_contract __attribute__((unused));
 
 /* Cookie of the lock2 site: bits 0-7 the pt_regs register holding the
  * lock's address (x86asm numbering of the 64-bit registers, see

@@ -5,7 +5,15 @@
 
 #include "hist.h"
 
-#define LOCK_MAX_PROCS 16384
+/* Sizes user space relies on, generated for Go (bpf2go -type). */
+enum lock_contract {
+	LOCK_MAX_PROCS = 16384,
+	LOCK_MAX_THREADS = 16384, /* threads in a futex sleep or a marked lock2 sleep */
+};
+
+/* No hidden padding in what user space reads or writes. */
+#pragma clang diagnostic push
+#pragma clang diagnostic error "-Wpadded"
 
 /* Per traced process: created by user space with mheap_addr (the run-time
  * address of runtime.mheap_.lock's key word) and spinbit, updated by the
@@ -19,5 +27,7 @@ struct lock_proc {
 	__u64 other_wait_ns;
 	__u64 wait_hist[HIST_BUCKETS]; /* mheap_.lock sleeps, ns */
 };
+
+#pragma clang diagnostic pop
 
 #endif

@@ -36,6 +36,8 @@ struct {
 } sched_threads SEC(".maps");
 
 const struct sched_proc *unused_sched_proc __attribute__((unused));
+const enum sched_contract *unused_sched_contract __attribute__((unused));
+const enum hist_contract *unused_hist_contract __attribute__((unused));
 
 /* thread returns tid's state, creating it (and counting the thread) on
  * first sight. */

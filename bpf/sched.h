@@ -5,8 +5,15 @@
 
 #include "hist.h"
 
-#define SCHED_MAX_PROCS 16384
-#define SCHED_MAX_THREADS 65536
+/* Sizes user space relies on, generated for Go (bpf2go -type). */
+enum sched_contract {
+	SCHED_MAX_PROCS = 16384,
+	SCHED_MAX_THREADS = 65536,
+};
+
+/* No hidden padding in what user space reads. */
+#pragma clang diagnostic push
+#pragma clang diagnostic error "-Wpadded"
 
 /* Per traced process: created by user space when it starts tracing the
  * process (the BPF-side filter), updated by the kernel side, read by user
@@ -20,5 +27,7 @@ struct sched_proc {
 	__u64 involuntary;
 	__s64 threads; /* seen and not exited */
 };
+
+#pragma clang diagnostic pop
 
 #endif

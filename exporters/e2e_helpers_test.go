@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopulse/gopulse/tools/e2etest"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/e2etest"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 func gcloadBinary(t *testing.T) string {

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopulse/gopulse/tools/e2etest"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/e2etest"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // Prometheus scrapes the daemon; the fixture's GC cycle count, as the

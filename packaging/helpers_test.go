@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // suite is Debian's release the tests install into (the one this

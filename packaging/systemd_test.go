@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 )
 
 // container is a Debian root booted with systemd-nspawn.

@@ -11,11 +11,11 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/gc"
 	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
 )
 
 // Every verified row of the facts table holds for a real binary of that

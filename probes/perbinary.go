@@ -12,6 +12,8 @@ import (
 // it starts over, which costs re-inspections, never memory.
 type PerBinary[T any] struct {
 	ProcRoot string
+	// Max bounds the binaries kept (0: maxPerBinary).
+	Max int
 
 	mu sync.Mutex
 	m  map[goinspect.FileID]perBinary[T]
@@ -43,7 +45,11 @@ func (c *PerBinary[T]) ForPID(pid uint32, inspect func(*goinspect.Binary) (T, er
 	if !ok {
 		e = inspectPID(root, pid, inspect)
 		c.mu.Lock()
-		if c.m == nil || len(c.m) >= maxPerBinary {
+		limit := c.Max
+		if limit <= 0 {
+			limit = maxPerBinary
+		}
+		if c.m == nil || len(c.m) >= limit {
 			c.m = map[goinspect.FileID]perBinary[T]{}
 		}
 		c.m[id] = e

@@ -8,14 +8,16 @@ import (
 
 // ProcSymbols names the functions of user-space addresses of traced Go
 // processes (from .gopclntab, so stripped binaries too), one function table
-// per binary and one load bias per process (PIE). Bounded: past the caps
-// it starts over, which costs a re-read, never memory.
+// per binary (PerBinary: a process of a known binary costs a stat and, for
+// PIE, a read of /proc/PID/maps — not the ~30 ms and 15 MiB of parsing a
+// large .gopclntab again) and one load bias per process. Bounded: past the
+// caps it starts over, which costs a re-read, never memory. Files are read
+// without holding the cache's lock.
 type ProcSymbols struct {
-	ProcRoot string
+	bins PerBinary[goinspect.FuncTable]
 
 	mu    sync.Mutex
 	pids  map[uint32]procSym
-	bins  map[goinspect.FileID]goinspect.FuncTable
 	fails map[uint32]struct{}
 }
 
@@ -28,6 +30,14 @@ const (
 	maxSymPIDs = 4096
 	maxSymBins = 64
 )
+
+// NewProcSymbols returns an empty cache reading procfs at procRoot ("" is
+// /proc).
+func NewProcSymbols(procRoot string) *ProcSymbols {
+	s := &ProcSymbols{pids: map[uint32]procSym{}, fails: map[uint32]struct{}{}}
+	s.bins.ProcRoot, s.bins.Max = Env{ProcRoot: procRoot}.Proc(), maxSymBins
+	return s
+}
 
 // Resolve returns the function names of pcs in process pid ("" for an
 // address outside Go code), or nil when the process cannot be read.
@@ -50,23 +60,24 @@ func (s *ProcSymbols) Resolve(pid uint32, pcs []uint64) []string {
 	return out
 }
 
+func funcTable(b *goinspect.Binary) (goinspect.FuncTable, error) {
+	return goinspect.FuncTable(b.Funcs()), nil
+}
+
 func (s *ProcSymbols) lookup(pid uint32) (procSym, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pids == nil {
-		s.pids, s.bins, s.fails = map[uint32]procSym{}, map[goinspect.FileID]goinspect.FuncTable{}, map[uint32]struct{}{}
-	}
-	if p, ok := s.pids[pid]; ok {
+	p, ok := s.pids[pid]
+	_, failed := s.fails[pid]
+	s.mu.Unlock()
+	if ok {
 		return p, true
 	}
-	if _, failed := s.fails[pid]; failed {
+	if failed {
 		return procSym{}, false
 	}
-	root := s.ProcRoot
-	if root == "" {
-		root = "/proc"
-	}
-	p, err := s.load(root, pid)
+	tab, bias, err := s.bins.ForPID(pid, funcTable)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
 		if len(s.fails) >= maxSymPIDs {
 			clear(s.fails)
@@ -77,29 +88,9 @@ func (s *ProcSymbols) lookup(pid uint32) (procSym, bool) {
 	if len(s.pids) >= maxSymPIDs {
 		clear(s.pids)
 	}
+	p = procSym{tab: tab, bias: bias}
 	s.pids[pid] = p
 	return p, true
-}
-
-func (s *ProcSymbols) load(root string, pid uint32) (procSym, error) {
-	b, err := goinspect.OpenPID(root, int(pid))
-	if err != nil {
-		return procSym{}, err
-	}
-	defer b.Close()
-	bias, err := b.LoadBias(root, int(pid))
-	if err != nil {
-		return procSym{}, err
-	}
-	tab, ok := s.bins[b.ID]
-	if !ok {
-		tab = goinspect.FuncTable(b.Funcs())
-		if len(s.bins) >= maxSymBins {
-			clear(s.bins)
-		}
-		s.bins[b.ID] = tab
-	}
-	return procSym{tab: tab, bias: bias}, nil
 }
 
 // Preload reads pid's symbols now (see Resolve), so that addresses can be

@@ -9,7 +9,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // The attach path used when cilium/ebpf's tracefs lookup fails (a

@@ -20,6 +20,7 @@ type Config struct {
 	History     int           // GC cycles kept per process
 	MaxProcs    int           // processes tracked at once
 	ForgetAfter time.Duration // how long an exited process stays listed
+	ProcRoot    string        // procfs mount point, for RSS ("" is /proc)
 	// OnCycle, if set, sees every completed GC cycle (e.g. for exporter
 	// histograms); it runs on the event reader and must not block.
 	OnCycle func(api.Process, api.GCCycle)
@@ -50,7 +51,7 @@ type proc struct {
 	info   api.Process
 	cycles []api.GCCycle // by Seq (the runtime's cycle number), len <= History
 	numgc  counterRing   // the runtime's cycle count, for the rate
-	ext    procExt       // the optional families' figures (families.go)
+	ext    procExt       // the optional families' figures (extension.go)
 }
 
 // Aggregator is safe for concurrent use.
@@ -70,6 +71,9 @@ func New(cfg Config, clock Clock) *Aggregator {
 	}
 	if cfg.MaxProcs <= 0 {
 		cfg.MaxProcs = 4096
+	}
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
 	}
 	return &Aggregator{cfg: cfg, clock: clock, procs: map[int]*proc{}}
 }
@@ -354,7 +358,8 @@ func cmpU64(a, b uint64) int {
 
 func seconds(ns uint64) float64 { return float64(ns) / 1e9 }
 
-// snapshot returns p's public view; a.mu must be held.
+// snapshot returns p's public view without what needs file I/O (withIO);
+// a.mu must be held.
 func (a *Aggregator) snapshot(p *proc, now time.Time) api.Process {
 	info := p.info
 	window := rateWindow
@@ -374,18 +379,30 @@ func (a *Aggregator) snapshot(p *proc, now time.Time) api.Process {
 // Processes lists the tracked processes by PID.
 func (a *Aggregator) Processes() []api.Process {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	now := a.clock.Now()
 	out := make([]api.Process, 0, len(a.procs))
 	for _, p := range a.procs {
 		out = append(out, a.snapshot(p, now))
 	}
+	a.mu.Unlock()
+	// The /proc reads after the lock: the event readers wait for no file.
+	a.withIO(out)
 	slices.SortFunc(out, func(x, y api.Process) int { return x.PID - y.PID })
 	return out
 }
 
 // GCHistory returns the last cycles of pid (all kept when last <= 0).
 func (a *Aggregator) GCHistory(pid, last int) (api.GCHistory, error) {
+	h, err := a.gcHistory(pid, last)
+	if err == nil {
+		info := []api.Process{h.Process}
+		a.withIO(info)
+		h.Process = info[0]
+	}
+	return h, err
+}
+
+func (a *Aggregator) gcHistory(pid, last int) (api.GCHistory, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p, ok := a.procs[pid]

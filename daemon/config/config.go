@@ -3,7 +3,7 @@
 // settings, the standard OTEL_* environment.
 //
 // Precedence, lowest first: built-in defaults, the file, the environment
-// (OTLP settings only, through exporters.FromEnv), flags given explicitly.
+// (OTLP settings only, through exportconfig.FromEnv), flags given explicitly.
 // Every error in the file names the file, the line and the key.
 package config
 
@@ -24,8 +24,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/daemon/tracer"
-	"github.com/gopulse/gopulse/exporters"
+	"github.com/gopulse/gopulse/exporters/exportconfig"
+	"github.com/gopulse/gopulse/probes/catalog"
 )
 
 // DefaultPath is where gopulsed reads its configuration when --config is
@@ -43,7 +43,7 @@ type Config struct {
 	ProcRoot    string
 	LogLevel    string
 	LogFormat   string
-	Export      exporters.Config
+	Export      exportconfig.Config
 }
 
 // Defaults returns the configuration before file, environment and flags.
@@ -58,7 +58,7 @@ func Defaults() Config {
 		ProcRoot:    "/proc",
 		LogLevel:    "info",
 		LogFormat:   "auto",
-		Export:      exporters.Defaults(),
+		Export:      exportconfig.Defaults(),
 	}
 }
 
@@ -78,7 +78,7 @@ type field struct {
 var fields = []field{
 	{key: "socket", flag: "socket", help: "Unix socket of the query API (mode 0660, group " + api.SocketGroup + "); under systemd, gopulsed.socket owns it",
 		ptr: func(c *Config) any { return &c.Socket }, check: checkSocket},
-	{key: "probes", flag: "probes", live: true, help: "probe families: default, all, or a comma list of " + tracer.FamiliesHelp(),
+	{key: "probes", flag: "probes", live: true, help: "probe families: default, all, or a comma list of " + catalog.Help(),
 		ptr: func(c *Config) any { return &c.Probes }, check: checkProbes},
 	{key: "history", flag: "history", help: "GC cycles kept per process",
 		ptr: func(c *Config) any { return &c.History }, check: intRange(1, 100000)},
@@ -218,13 +218,13 @@ func Parse(args []string, fset *flag.FlagSet) (*Flags, error) {
 }
 
 // Load reads the configuration: defaults, then the file (fl.ConfigPath),
-// then the OTEL_* environment through exporters.FromEnv (getenv is
+// then the OTEL_* environment through exportconfig.FromEnv (getenv is
 // os.Getenv in production), then the flags given explicitly.
 func Load(fl *Flags, getenv func(string) string) (Config, error) {
-	return load(fl, getenv, exporters.FromEnv)
+	return load(fl, getenv, exportconfig.FromEnv)
 }
 
-type envOverlay func(exporters.Config, func(string) string) (exporters.Config, error)
+type envOverlay func(exportconfig.Config, func(string) string) (exportconfig.Config, error)
 
 func load(fl *Flags, getenv func(string) string, fromEnv envOverlay) (Config, error) {
 	c := Defaults()
@@ -245,7 +245,7 @@ func load(fl *Flags, getenv func(string) string, fromEnv envOverlay) (Config, er
 }
 
 // Families returns the probe families c.Probes names.
-func (c Config) Families() ([]string, error) { return tracer.ParseFamilies(c.Probes) }
+func (c Config) Families() ([]string, error) { return catalog.Parse(c.Probes) }
 
 func (c *Config) readFile(path string, explicit bool) error {
 	b, err := os.ReadFile(path)
@@ -534,7 +534,7 @@ func checkSocket(v any) error {
 }
 
 func checkProbes(v any) error {
-	_, err := tracer.ParseFamilies(v.(string))
+	_, err := catalog.Parse(v.(string))
 	return err
 }
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopulse/gopulse/exporters"
+	"github.com/gopulse/gopulse/exporters/exportconfig"
 )
 
 func noEnv(string) string { return "" }
@@ -286,10 +286,10 @@ func TestEnvPrecedence(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 
 	// The overlay gets the file's values as its base.
-	var base exporters.Config
-	spy := func(b exporters.Config, ge func(string) string) (exporters.Config, error) {
+	var base exportconfig.Config
+	spy := func(b exportconfig.Config, ge func(string) string) (exportconfig.Config, error) {
 		base = b
-		return exporters.FromEnv(b, ge)
+		return exportconfig.FromEnv(b, ge)
 	}
 	c, err := load(parseFlags(t, "--config", p), getenv, spy)
 	if err != nil {

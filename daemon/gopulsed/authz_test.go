@@ -27,7 +27,7 @@ import (
 
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/daemon/api/apitest"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 const authzSocketEnv = "GOPULSE_AUTHZ_TEST_SOCKET"

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/tools/e2etest"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/e2etest"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // booksShapes are the shapes the issue names: Go 1.19 static, 1.26

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/tools/e2etest"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/internal/e2etest"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 )
 
 // kvFixture runs a fixture whose lines are "label k=v ...", gated by
@@ -126,12 +126,18 @@ func TestFamiliesThroughDaemon(t *testing.T) {
 		if s.Threads < 2 || s.RunQueueLatency.Count == 0 {
 			t.Errorf("threads %d, run-queue waits %d", s.Threads, s.RunQueueLatency.Count)
 		}
-		// The daemon counts from the moment it tracked the process, a few
-		// switches before the fixture's baseline, up to its last poll,
-		// before the test read the kernel's figures again.
-		upper := kernelNow - r.lines["baseline"]["voluntary"] + 20
+		// The daemon counts from the moment it tracked the process, before
+		// the fixture's baseline, up to its last poll, before the test read
+		// the kernel's figures again: at most the kernel's total since the
+		// process started. (The bound used to be the total since the
+		// baseline + 20, which held only while tracking a process of a
+		// known binary waited for its .gopclntab to be parsed again; with
+		// the per-binary symbol cache the family tracks within the
+		// runtime's start-up and sees its switches: 55 counted, 17 during
+		// the run, 38 before the baseline on the loaded test VM.)
+		upper := kernelNow + 20
 		if got := int64(s.VoluntarySwitches); got < kv || got > upper {
-			t.Errorf("voluntary switches %d, kernel counted %d during the run and %d up to now", got, kv, upper-20)
+			t.Errorf("voluntary switches %d, kernel counted %d during the run and %d since the process started", got, kv, upper-20)
 		}
 		// Goroutine scheduling latency is the runtime's own histogram,
 		// read after the fixture's own reading of it (the fixture holds).

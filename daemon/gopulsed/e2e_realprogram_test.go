@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopulse/gopulse/tools/e2etest"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/e2etest"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // A real program no one here wrote — Debian's prometheus server, built by

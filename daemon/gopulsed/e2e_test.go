@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/tools/e2etest"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/e2etest"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // checkCycles compares the daemon's figures for pid with the runtime's

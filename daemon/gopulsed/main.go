@@ -22,10 +22,10 @@ import (
 	"github.com/gopulse/gopulse/daemon/aggregate"
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/daemon/config"
-	"github.com/gopulse/gopulse/daemon/discovery"
 	"github.com/gopulse/gopulse/daemon/service"
 	"github.com/gopulse/gopulse/daemon/tracer"
 	"github.com/gopulse/gopulse/exporters"
+	"github.com/gopulse/gopulse/probes/discovery"
 )
 
 type systemClock struct{}
@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var exp *exporters.Exporter
 	agg := aggregate.New(aggregate.Config{
-		History: cfg.History, MaxProcs: cfg.MaxPIDs, ForgetAfter: cfg.ForgetAfter,
+		History: cfg.History, MaxProcs: cfg.MaxPIDs, ForgetAfter: cfg.ForgetAfter, ProcRoot: cfg.ProcRoot,
 		OnCycle: func(p api.Process, c api.GCCycle) { exp.ObserveCycle(p, c) },
 	}, systemClock{})
 	tr, err := tracer.New(log, tracer.Config{ProcRoot: cfg.ProcRoot, Families: families, MaxBinaries: cfg.MaxBinaries}, agg)

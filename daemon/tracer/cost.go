@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"context"
 	"os"
 	"runtime"
 	"slices"
@@ -156,22 +157,25 @@ func (c *costMeter) measure() (float64, error) {
 	return max(diffs[len(diffs)/2], 0), nil
 }
 
-// costSample is a family's counters at one time, for rates.
+// costSample is a family's counters at one time, with the rates over the
+// window that ends there.
 type costSample struct {
 	at              time.Time
 	hits, uhits     uint64
 	runNs           uint64
 	hitsPS, uhitsPS float64
 	bpfPS           float64
-	haveRates       bool
 }
 
-// costStatus fills a family's cost figures; rates are over the time since
-// the previous sample (at least a second; the first covers the time since
-// the family started).
-func (l *loaded) costStatus(f *api.FamilyStatus, trapNs float64) {
-	var now costSample
-	now.at = time.Now()
+// rateEvery is the sampler's period: status rates are over the last
+// rateEvery. One goroutine (sampleCosts) owns the samples, so every reader
+// — the API, the exporter, sd_notify's status line — sees the same rates
+// and none of them moves the window of another.
+const rateEvery = 5 * time.Second
+
+// counters reads a family's program counters now.
+func (l *loaded) counters() costSample {
+	s := costSample{at: time.Now()}
 	for _, p := range l.f.Programs() {
 		if p == nil {
 			continue
@@ -180,34 +184,70 @@ func (l *loaded) costStatus(f *api.FamilyStatus, trapNs float64) {
 		if err != nil {
 			continue
 		}
-		now.hits += st.RunCount
+		s.hits += st.RunCount
 		if p.Type() == ebpf.Kprobe { // uprobes are kprobe-type programs
-			now.uhits += st.RunCount
+			s.uhits += st.RunCount
 		} else {
-			now.runNs += uint64(st.Runtime)
+			s.runNs += uint64(st.Runtime)
 		}
 	}
+	return s
+}
+
+// withRates fills now's rates over the time since prev.
+func withRates(prev, now costSample) costSample {
+	dt := max(now.at.Sub(prev.at).Seconds(), 1e-3)
+	now.hitsPS = float64(now.hits-min(prev.hits, now.hits)) / dt
+	now.uhitsPS = float64(now.uhits-min(prev.uhits, now.uhits)) / dt
+	now.bpfPS = float64(now.runNs-min(prev.runNs, now.runNs)) / 1e9 / dt
+	return now
+}
+
+// sampleCost takes the family's rate sample; only sampleCosts calls it.
+func (l *loaded) sampleCost() {
+	now := l.counters()
 	l.costMu.Lock()
+	defer l.costMu.Unlock()
 	prev := l.cost
 	if prev.at.IsZero() {
 		prev.at = l.started
 	}
-	if dt := now.at.Sub(prev.at).Seconds(); dt >= 1 || !prev.haveRates {
-		dt = max(dt, 1e-3)
-		now.hitsPS = float64(now.hits-min(prev.hits, now.hits)) / dt
-		now.uhitsPS = float64(now.uhits-min(prev.uhits, now.uhits)) / dt
-		now.bpfPS = float64(now.runNs-min(prev.runNs, now.runNs)) / 1e9 / dt
-		now.haveRates = true
-		l.cost = now
-	} else {
-		now.hitsPS, now.uhitsPS, now.bpfPS = prev.hitsPS, prev.uhitsPS, prev.bpfPS
+	l.cost = withRates(prev, now)
+}
+
+// sampleCosts samples every running family's counters every rateEvery
+// until ctx is done.
+func (t *Tracer) sampleCosts(ctx context.Context) error {
+	tick := time.NewTicker(rateEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			for _, l := range t.families() {
+				l.sampleCost()
+			}
+		}
 	}
+}
+
+// costStatus fills a family's cost figures: totals now, rates over the
+// sampler's last window (before its first sample: since the family
+// started). It changes nothing: any number of readers may call it.
+func (l *loaded) costStatus(f *api.FamilyStatus, trapNs float64) {
+	now := l.counters()
+	l.costMu.Lock()
+	rates := l.cost
 	l.costMu.Unlock()
+	if rates.at.IsZero() {
+		rates = withRates(costSample{at: l.started}, now)
+	}
 	f.Hits = now.hits
 	f.UprobeHits = now.uhits
-	f.HitsPerSecond = now.hitsPS
-	f.UprobeHitsPerSecond = now.uhitsPS
-	f.BPFSecondsPerSecond = now.bpfPS
+	f.HitsPerSecond = rates.hitsPS
+	f.UprobeHitsPerSecond = rates.uhitsPS
+	f.BPFSecondsPerSecond = rates.bpfPS
 	f.BPFSeconds = float64(now.runNs) / 1e9
-	f.EstCostSecondsPerSecond = now.uhitsPS*trapNs/1e9 + now.bpfPS
+	f.EstCostSecondsPerSecond = rates.uhitsPS*trapNs/1e9 + rates.bpfPS
 }

@@ -23,9 +23,10 @@ import (
 
 	"github.com/gopulse/gopulse/daemon/aggregate"
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/daemon/discovery"
 	"github.com/gopulse/gopulse/daemon/procmeta"
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/catalog"
+	"github.com/gopulse/gopulse/probes/discovery"
 	"github.com/gopulse/gopulse/probes/gc"
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
@@ -186,15 +187,16 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 	// family's probes at once.
 	t.famMu.Lock()
 	t.runCtx = ctx
-	for _, def := range registry {
-		if !slices.Contains(t.cfg.Families, def.name) {
+	for _, cf := range catalog.Families() {
+		if !slices.Contains(t.cfg.Families, cf.Name) {
 			continue
 		}
 		// A family that cannot start (a kernel without its tracepoint,
 		// say) is reported, not fatal: the others keep tracing.
-		t.tryStartFamily(ctx, def)
+		t.tryStartFamily(ctx, cf.Name)
 	}
 	t.famMu.Unlock()
+	g.Go(func() error { return t.sampleCosts(ctx) })
 	g.Go(func() error {
 		t.scan()
 		t.ready.Store(true)
@@ -519,10 +521,10 @@ func (t *Tracer) Status() api.Status {
 	disc.LostEvents, _ = t.disc.Lost()
 	s.Families = append(s.Families, disc)
 	for _, l := range t.families() {
-		f := api.FamilyStatus{Name: l.def.name, Events: l.events.Load()}
+		f := api.FamilyStatus{Name: l.name, Events: l.events.Load()}
 		f.LostEvents, _ = l.f.Lost()
 		l.costStatus(&f, s.TrapCostNs)
-		if l.def.name == gc.Name && f.Events+f.LostEvents > 0 {
+		if l.name == gc.Name && f.Events+f.LostEvents > 0 {
 			f.UprobeHitsPerGCCycle = float64(f.UprobeHits) / float64(f.Events+f.LostEvents)
 		}
 		s.Families = append(s.Families, f)

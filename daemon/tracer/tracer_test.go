@@ -6,44 +6,16 @@ import (
 	"log/slog"
 	"os/exec"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gopulse/gopulse/daemon/aggregate"
-	"github.com/gopulse/gopulse/daemon/discovery"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
+	"github.com/gopulse/gopulse/probes/discovery"
 )
-
-func TestParseFamilies(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want []string
-		err  string
-	}{
-		{in: "default", want: []string{"gc", "madvise", "sched"}},
-		{in: "all", want: []string{"gc", "madvise", "mheaplock", "sched"}},
-		{in: "gc, gc", want: []string{"gc"}},
-		{in: "gc,default", want: []string{"gc", "madvise", "sched"}},
-		{in: "mheaplock", want: []string{"mheaplock"}},
-		{in: "gcc", err: `unknown probe family "gcc"`},
-		{in: "", err: `unknown probe family ""`},
-	} {
-		got, err := ParseFamilies(c.in)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("ParseFamilies(%q) error %v, want %q", c.in, err, c.err)
-			}
-			continue
-		}
-		if err != nil || !reflect.DeepEqual(got, c.want) {
-			t.Errorf("ParseFamilies(%q) = %v, %v; want %v", c.in, got, err, c.want)
-		}
-	}
-}
 
 type fakeBacklog struct {
 	pending  int

@@ -52,6 +52,10 @@ type Event struct {
 	Err  string
 }
 
+// Counts says whether the event counts as one of the family's events in
+// status: cycle records do; readings of the books are not events.
+func (e Event) Counts() bool { return e.Kind == KindCycle }
+
 // Family owns the loaded GC program, its ring buffer, the per-binary
 // layouts the program copies, and a books reader per tracked process.
 type Family struct {
@@ -78,10 +82,13 @@ type bin struct {
 // maxReaders bounds the processes whose books are read.
 const maxReaders = 16384
 
-// New loads the GC program into the kernel.
-func New() (*Family, error) {
+// New loads the GC program into the kernel, for the host's /proc.
+func New() (*Family, error) { return Load(probes.Env{}) }
+
+// Load loads the GC program into the kernel; env says where procfs is.
+func Load(env probes.Env) (*Family, error) {
 	f := &Family{every: time.Second, layouts: map[goinspect.FileID]uint32{}, books: map[uint32]probes.Books{}, readers: map[uint32]*reader{}}
-	f.bins.ProcRoot = "/proc"
+	f.bins.ProcRoot = env.Proc()
 	if err := loadGcObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
 	}
@@ -93,9 +100,6 @@ func New() (*Family, error) {
 	f.ring = ring
 	return f, nil
 }
-
-// SetProcRoot makes the family read processes under root (--proc).
-func (f *Family) SetProcRoot(root string) { f.bins.ProcRoot = root }
 
 // Spec declares the probe: one site per binary, in gcMarkTermination.
 func (f *Family) Spec() probes.Spec {
@@ -186,7 +190,7 @@ func (f *Family) layout(id goinspect.FileID, site uint64, a rtstate.Addrs, bk pr
 }
 
 // maxLayouts is bpf/gc.h's GC_MAX_LAYOUTS.
-const maxLayouts = 8192
+const maxLayouts = int(gcGcContractGC_MAX_LAYOUTS)
 
 // Programs returns the family's programs, for run statistics.
 func (f *Family) Programs() []*ebpf.Program { return []*ebpf.Program{f.objs.GcCycle} }

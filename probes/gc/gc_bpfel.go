@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type gcGcContract uint32
+
+const (
+	gcGcContractGC_WINDOWS     gcGcContract = 4
+	gcGcContractGC_WINDOW_MAX  gcGcContract = 256
+	gcGcContractGC_MAX_LAYOUTS gcGcContract = 8192
+	gcGcContractGC_RING_BYTES  gcGcContract = 2097152
+)
+
 type gcGcLayout struct {
 	_    structs.HostLayout
 	Site uint64
@@ -33,13 +42,14 @@ type gcGcRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	gcMapGcEvents       = "gc_events"
-	gcMapGcLayouts      = "gc_layouts"
-	gcMapGcLost         = "gc_lost"
-	gcMapGcNolayout     = "gc_nolayout"
-	gcProgGcCycle       = "gc_cycle"
-	gcVarUnusedGcLayout = "unused_gc_layout"
-	gcVarUnusedGcRecord = "unused_gc_record"
+	gcMapGcEvents         = "gc_events"
+	gcMapGcLayouts        = "gc_layouts"
+	gcMapGcLost           = "gc_lost"
+	gcMapGcNolayout       = "gc_nolayout"
+	gcProgGcCycle         = "gc_cycle"
+	gcVarUnusedGcContract = "unused_gc_contract"
+	gcVarUnusedGcLayout   = "unused_gc_layout"
+	gcVarUnusedGcRecord   = "unused_gc_record"
 )
 
 // loadGc returns the embedded CollectionSpec for gc.
@@ -101,8 +111,9 @@ type gcMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcVariableSpecs struct {
-	UnusedGcLayout *ebpf.VariableSpec `ebpf:"unused_gc_layout"`
-	UnusedGcRecord *ebpf.VariableSpec `ebpf:"unused_gc_record"`
+	UnusedGcContract *ebpf.VariableSpec `ebpf:"unused_gc_contract"`
+	UnusedGcLayout   *ebpf.VariableSpec `ebpf:"unused_gc_layout"`
+	UnusedGcRecord   *ebpf.VariableSpec `ebpf:"unused_gc_record"`
 }
 
 // gcObjects contains all objects after they have been loaded into the kernel.
@@ -144,8 +155,9 @@ func (m *gcMaps) Close() error {
 //
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcVariables struct {
-	UnusedGcLayout *ebpf.Variable `ebpf:"unused_gc_layout"`
-	UnusedGcRecord *ebpf.Variable `ebpf:"unused_gc_record"`
+	UnusedGcContract *ebpf.Variable `ebpf:"unused_gc_contract"`
+	UnusedGcLayout   *ebpf.Variable `ebpf:"unused_gc_layout"`
+	UnusedGcRecord   *ebpf.Variable `ebpf:"unused_gc_record"`
 }
 
 // gcPrograms contains all programs after they have been loaded into the kernel.

@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
 )
 
 func FuzzOpen(f *testing.F) {

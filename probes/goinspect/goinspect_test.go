@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
 )
 
 // probedFuncs are the runtime functions gopulse attaches to.

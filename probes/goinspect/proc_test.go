@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopulse/gopulse/internal/fixturebuild"
 	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
 )
 
 // startHeld starts a command running gcload -wait -hold (blocked on stdin)

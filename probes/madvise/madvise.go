@@ -13,93 +13,57 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/catalog"
+	"github.com/gopulse/gopulse/probes/event"
 )
 
 // Name of the family, as --probes spells it.
-const Name = "madvise"
+const Name = catalog.Madvise
 
-// Linux madvise advice values gopulse names.
+// The advice values, names and sources are the domain's (probes/event);
+// these names keep the family's own API.
 const (
-	AdvNormal     = 0
-	AdvRandom     = 1
-	AdvSequential = 2
-	AdvWillNeed   = 3
-	AdvDontNeed   = 4
-	AdvFree       = 8
-	AdvRemove     = 9
-	AdvDontFork   = 10
-	AdvDoFork     = 11
-	AdvMergeable  = 12
-	AdvUnmergable = 13
-	AdvHugePage   = 14
-	AdvNoHugePage = 15
-	AdvDontDump   = 16
-	AdvDoDump     = 17
-	AdvWipeOnFork = 18
-	AdvKeepOnFork = 19
-	AdvCold       = 20
-	AdvPageOut    = 21
-	AdvPopulateR  = 22
-	AdvPopulateW  = 23
-	AdvDontNeedLk = 24
-	AdvCollapse   = 25
-	// Slots is the number of advice slots the kernel side counts; the last
-	// one gathers every advice value >= Slots-1.
-	Slots = 32
+	AdvNormal     = event.AdvNormal
+	AdvDontNeed   = event.AdvDontNeed
+	AdvFree       = event.AdvFree
+	AdvRemove     = event.AdvRemove
+	AdvHugePage   = event.AdvHugePage
+	AdvNoHugePage = event.AdvNoHugePage
+	AdvPageOut    = event.AdvPageOut
+	AdvDontNeedLk = event.AdvDontNeedLk
+	AdvCollapse   = event.AdvCollapse
+	Slots         = event.AdviceSlots
+
+	SourceBackground = event.SourceBackground
+	SourceAlloc      = event.SourceAlloc
+	SourceForced     = event.SourceForced
+	SourceOther      = event.SourceOther
+	SourceUnknown    = event.SourceUnknown
 )
 
 // AdviceName is the MADV_ name of an advice value.
-func AdviceName(adv int32) string {
-	names := map[int32]string{
-		AdvNormal: "normal", AdvRandom: "random", AdvSequential: "sequential", AdvWillNeed: "willneed",
-		AdvDontNeed: "dontneed", AdvFree: "free", AdvRemove: "remove", AdvDontFork: "dontfork",
-		AdvDoFork: "dofork", AdvMergeable: "mergeable", AdvUnmergable: "unmergeable",
-		AdvHugePage: "hugepage", AdvNoHugePage: "nohugepage", AdvDontDump: "dontdump",
-		AdvDoDump: "dodump", AdvWipeOnFork: "wipeonfork", AdvKeepOnFork: "keeponfork",
-		AdvCold: "cold", AdvPageOut: "pageout", AdvPopulateR: "populate_read",
-		AdvPopulateW: "populate_write", AdvDontNeedLk: "dontneed_locked", AdvCollapse: "collapse",
-	}
-	if n, ok := names[adv]; ok {
-		return n
-	}
-	return fmt.Sprintf("advice_%d", adv)
-}
+func AdviceName(adv int32) string { return event.AdviceName(adv) }
 
-// Releases reports whether an advice gives memory back to the OS (RSS
-// drops at once or under pressure).
-func Releases(adv int32) bool {
-	switch adv {
-	case AdvDontNeed, AdvFree, AdvRemove, AdvDontNeedLk, AdvPageOut:
-		return true
-	}
-	return false
-}
+// Releases reports whether an advice gives memory back to the OS.
+func Releases(adv int32) bool { return event.Releases(adv) }
 
-// Who asked, from the call's user stack.
-const (
-	SourceBackground = "background_scavenger" // runtime.bgscavenge
-	SourceAlloc      = "allocation"           // scavenging by an allocation (memory limit, heap growth)
-	SourceForced     = "free_os_memory"       // debug.FreeOSMemory
-	SourceOther      = "other"                // e.g. huge page hints at heap growth
-	SourceUnknown    = "unknown"              // stack unreadable
-)
-
-// Event is one madvise call of a traced process.
-type Event struct {
-	madviseMadvEvent
-	Source string
-}
+// Event is one madvise call of a traced process, as the family hands it on.
+type Event = event.Madvise
 
 // Family is the loaded madvise family.
 type Family struct {
 	objs madviseObjects
 	ring *probes.Ring[madviseMadvEvent]
-	syms probes.ProcSymbols
+	syms *probes.ProcSymbols
 }
 
-// New loads the family's programs.
-func New() (*Family, error) {
+// New loads the family's programs, for a host whose procfs is /proc.
+func New() (*Family, error) { return Load(probes.Env{}) }
+
+// Load loads the family's programs.
+func Load(env probes.Env) (*Family, error) {
 	f := &Family{}
+	f.syms = probes.NewProcSymbols(env.Proc())
 	if err := loadMadviseObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load madvise programs: %w", err)
 	}
@@ -149,9 +113,12 @@ func (f *Family) Forget(pid uint32) {
 func (f *Family) Read(ctx context.Context, fn func(*Event)) error {
 	var ev Event
 	return f.ring.Read(ctx, func(raw *madviseMadvEvent) {
-		ev.madviseMadvEvent = *raw
-		n := min(int(ev.Nframes), len(ev.Stack))
-		ev.Source = Classify(f.syms.Resolve(ev.Pid, ev.Stack[:n]))
+		n := min(int(raw.Nframes), len(raw.Stack))
+		ev = Event{
+			Pid: raw.Pid, Tid: raw.Tid, Advice: raw.Advice, Ret: raw.Ret,
+			Start: raw.Start, Len: raw.Len, Ts: raw.Ts, Calls: raw.Calls, Bytes: raw.Bytes,
+			Source: Classify(f.syms.Resolve(raw.Pid, raw.Stack[:n])),
+		}
 		fn(&ev)
 	})
 }

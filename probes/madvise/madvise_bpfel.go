@@ -20,6 +20,16 @@ type madviseMadvArgs struct {
 	Advice int64
 }
 
+type madviseMadvContract uint32
+
+const (
+	madviseMadvContractMADV_MAX_PROCS    madviseMadvContract = 16384
+	madviseMadvContractMADV_SLOTS        madviseMadvContract = 32
+	madviseMadvContractMADV_STACK_DEPTH  madviseMadvContract = 24
+	madviseMadvContractMADV_RING_BYTES   madviseMadvContract = 1048576
+	madviseMadvContractMADV_RELEASE_MASK madviseMadvContract = 18875152
+)
+
 type madviseMadvEvent struct {
 	_       structs.HostLayout
 	Pid     uint32
@@ -47,13 +57,14 @@ type madviseMadvTotals struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	madviseMapMadvEvents      = "madv_events"
-	madviseMapMadvInflight    = "madv_inflight"
-	madviseMapMadvLost        = "madv_lost"
-	madviseMapMadvProcs       = "madv_procs"
-	madviseProgMadvEnter      = "madv_enter"
-	madviseProgMadvExit       = "madv_exit"
-	madviseVarUnusedMadvEvent = "unused_madv_event"
+	madviseMapMadvEvents         = "madv_events"
+	madviseMapMadvInflight       = "madv_inflight"
+	madviseMapMadvLost           = "madv_lost"
+	madviseMapMadvProcs          = "madv_procs"
+	madviseProgMadvEnter         = "madv_enter"
+	madviseProgMadvExit          = "madv_exit"
+	madviseVarUnusedMadvContract = "unused_madv_contract"
+	madviseVarUnusedMadvEvent    = "unused_madv_event"
 )
 
 // loadMadvise returns the embedded CollectionSpec for madvise.
@@ -116,7 +127,8 @@ type madviseMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type madviseVariableSpecs struct {
-	UnusedMadvEvent *ebpf.VariableSpec `ebpf:"unused_madv_event"`
+	UnusedMadvContract *ebpf.VariableSpec `ebpf:"unused_madv_contract"`
+	UnusedMadvEvent    *ebpf.VariableSpec `ebpf:"unused_madv_event"`
 }
 
 // madviseObjects contains all objects after they have been loaded into the kernel.
@@ -158,7 +170,8 @@ func (m *madviseMaps) Close() error {
 //
 // It can be passed to loadMadviseObjects or ebpf.CollectionSpec.LoadAndAssign.
 type madviseVariables struct {
-	UnusedMadvEvent *ebpf.Variable `ebpf:"unused_madv_event"`
+	UnusedMadvContract *ebpf.Variable `ebpf:"unused_madv_contract"`
+	UnusedMadvEvent    *ebpf.Variable `ebpf:"unused_madv_event"`
 }
 
 // madvisePrograms contains all programs after they have been loaded into the kernel.

@@ -17,10 +17,10 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/madvise"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
 )
 
 var (

@@ -13,20 +13,26 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/catalog"
+	"github.com/gopulse/gopulse/probes/event"
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
 
 // Name of the family, as --probes spells it.
-const Name = "mheaplock"
+const Name = catalog.MheapLock
 
 // Methods (api.MheapLockStats.Method).
 const (
-	MethodFutex   = "futex"
-	MethodSpinbit = "spinbit"
+	MethodFutex   = event.LockMethodFutex
+	MethodSpinbit = event.LockMethodSpinbit
 )
 
-// Proc is the kernel side's running totals for one process.
+// Proc is the kernel side's running totals for one process (the kernel's
+// record; Read hands on event.MheapLock).
 type Proc = mheaplockLockProc
+
+// Event is what the family hands on per process and poll.
+type Event = event.MheapLock
 
 // Family is the loaded mheaplock family.
 type Family struct {
@@ -40,9 +46,13 @@ type binFacts struct {
 	spinbit bool
 }
 
-// New loads the family's programs.
-func New() (*Family, error) {
+// New loads the family's programs, for a host whose procfs is /proc.
+func New() (*Family, error) { return Load(probes.Env{}) }
+
+// Load loads the family's programs.
+func Load(env probes.Env) (*Family, error) {
 	f := &Family{}
+	f.bins.ProcRoot = env.Proc()
 	if err := loadMheaplockObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load mheaplock programs: %w", err)
 	}
@@ -116,23 +126,28 @@ func (f *Family) Method(pid uint32) string {
 func (f *Family) Forget(pid uint32) { _ = f.objs.LockProcs.Delete(pid) }
 
 // Read polls the per-process totals every second and hands each to fn.
-func (f *Family) Read(ctx context.Context, fn func(pid uint32, p *Proc, method string)) error {
-	return f.totals.Read(ctx, time.Second, withMethod(fn))
+func (f *Family) Read(ctx context.Context, fn func(ev *Event)) error {
+	return f.totals.Read(ctx, time.Second, toEvent(fn))
 }
 
 // Poll hands every tracked process's totals to fn once.
-func (f *Family) Poll(fn func(pid uint32, p *Proc, method string)) error {
-	return f.totals.Poll(withMethod(fn))
+func (f *Family) Poll(fn func(ev *Event)) error {
+	return f.totals.Poll(toEvent(fn))
 }
 
-// withMethod adds the lock implementation the kernel side recorded.
-func withMethod(fn func(pid uint32, p *Proc, method string)) func(uint32, *Proc) {
+// toEvent turns the kernel's record into the domain event, naming the
+// lock implementation the kernel side recorded.
+func toEvent(fn func(*Event)) func(uint32, *Proc) {
+	var ev Event
 	return func(pid uint32, p *Proc) {
-		m := MethodFutex
-		if p.Spinbit != 0 {
-			m = MethodSpinbit
+		ev = Event{
+			Pid: pid, Method: MethodFutex, Contended: p.Contended, WaitNs: p.WaitNs, WaitHist: p.WaitHist,
+			OtherContended: p.OtherContended, OtherWaitNs: p.OtherWaitNs,
 		}
-		fn(pid, p, m)
+		if p.Spinbit != 0 {
+			ev.Method = MethodSpinbit
+		}
+		fn(&ev)
 	}
 }
 

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type mheaplockHistContract uint32
+
+const (
+	mheaplockHistContractHIST_BUCKETS mheaplockHistContract = 40
+)
+
+type mheaplockLockContract uint32
+
+const (
+	mheaplockLockContractLOCK_MAX_PROCS   mheaplockLockContract = 16384
+	mheaplockLockContractLOCK_MAX_THREADS mheaplockLockContract = 16384
+)
+
 type mheaplockLockProc struct {
 	_              structs.HostLayout
 	MheapAddr      uint64
@@ -36,12 +49,14 @@ type mheaplockLockWait struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	mheaplockMapLockProcs       = "lock_procs"
-	mheaplockMapLockWaits       = "lock_waits"
-	mheaplockProgLockFutexEnter = "lock_futex_enter"
-	mheaplockProgLockFutexExit  = "lock_futex_exit"
-	mheaplockProgLockSleep      = "lock_sleep"
-	mheaplockVarUnusedLockProc  = "unused_lock_proc"
+	mheaplockMapLockProcs          = "lock_procs"
+	mheaplockMapLockWaits          = "lock_waits"
+	mheaplockProgLockFutexEnter    = "lock_futex_enter"
+	mheaplockProgLockFutexExit     = "lock_futex_exit"
+	mheaplockProgLockSleep         = "lock_sleep"
+	mheaplockVarUnusedHistContract = "unused_hist_contract"
+	mheaplockVarUnusedLockContract = "unused_lock_contract"
+	mheaplockVarUnusedLockProc     = "unused_lock_proc"
 )
 
 // loadMheaplock returns the embedded CollectionSpec for mheaplock.
@@ -103,7 +118,9 @@ type mheaplockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mheaplockVariableSpecs struct {
-	UnusedLockProc *ebpf.VariableSpec `ebpf:"unused_lock_proc"`
+	UnusedHistContract *ebpf.VariableSpec `ebpf:"unused_hist_contract"`
+	UnusedLockContract *ebpf.VariableSpec `ebpf:"unused_lock_contract"`
+	UnusedLockProc     *ebpf.VariableSpec `ebpf:"unused_lock_proc"`
 }
 
 // mheaplockObjects contains all objects after they have been loaded into the kernel.
@@ -141,7 +158,9 @@ func (m *mheaplockMaps) Close() error {
 //
 // It can be passed to loadMheaplockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mheaplockVariables struct {
-	UnusedLockProc *ebpf.Variable `ebpf:"unused_lock_proc"`
+	UnusedHistContract *ebpf.Variable `ebpf:"unused_hist_contract"`
+	UnusedLockContract *ebpf.Variable `ebpf:"unused_lock_contract"`
+	UnusedLockProc     *ebpf.Variable `ebpf:"unused_lock_proc"`
 }
 
 // mheaplockPrograms contains all programs after they have been loaded into the kernel.

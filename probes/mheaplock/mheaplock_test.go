@@ -15,11 +15,11 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/goinspect"
 	"github.com/gopulse/gopulse/probes/mheaplock"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
 )
 
 // The heap lock's address found by disassembly (what stripped binaries

@@ -11,9 +11,9 @@ import (
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/goinspect"
 	"github.com/gopulse/gopulse/probes/rtstate"
-	"github.com/gopulse/gopulse/tools/e2etest"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/e2etest"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // stats asks the fixture for its own figures.

@@ -22,19 +22,13 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/event"
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
 
 // GoLatency is a process's goroutine scheduling latency histogram in the
-// form runtime/metrics gives /sched/latencies:seconds: Buckets are the
-// boundaries in seconds, len(Counts)+1 of them from -Inf to +Inf, and
-// Counts[0] is the runtime's underflow count. Err, when set, says why the
-// process has no histogram (Buckets and Counts are then nil).
-type GoLatency struct {
-	Buckets []float64
-	Counts  []uint64
-	Err     string
-}
+// form runtime/metrics gives /sched/latencies:seconds (event.GoLatency).
+type GoLatency = event.GoLatency
 
 // SamplePeriod: the runtime times one goroutine transition in this many
 // (runtime.gTrackingPeriod, 8 in every release 1.19-1.27); counts are of

@@ -16,17 +16,23 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/catalog"
+	"github.com/gopulse/gopulse/probes/event"
 )
 
 // Name of the family, as --probes spells it.
-const Name = "sched"
+const Name = catalog.Sched
 
 // HistBuckets is the number of power-of-two buckets of the histograms:
 // bucket i counts durations in [2^(i-1), 2^i) ns.
-const HistBuckets = 40
+const HistBuckets = event.HistBuckets
 
-// Proc is the kernel side's running totals for one process.
+// Proc is the kernel side's running totals for one process (the kernel's
+// record; Read hands on event.Sched).
 type Proc = schedSchedProc
+
+// Event is what the family hands on per process and poll.
+type Event = event.Sched
 
 // Family is the loaded sched family.
 type Family struct {
@@ -45,10 +51,13 @@ type Family struct {
 // descriptor each).
 const maxLatProcs = 4096
 
-// New loads the family's programs.
-func New() (*Family, error) {
+// New loads the family's programs, for a host whose procfs is /proc.
+func New() (*Family, error) { return Load(probes.Env{}) }
+
+// Load loads the family's programs.
+func Load(env probes.Env) (*Family, error) {
 	f := &Family{every: time.Second, lat: map[uint32]*latReader{}, latErr: map[uint32]string{}}
-	f.bins.ProcRoot = "/proc"
+	f.bins.ProcRoot = env.Proc()
 	if err := loadSchedObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load sched programs: %w", err)
 	}
@@ -152,19 +161,29 @@ func (f *Family) latency(pid uint32) *GoLatency {
 }
 
 // Read polls the per-process totals and goroutine latencies every second
-// and hands each to fn, until ctx is done. lat is nil for a process the
-// family does not follow.
-func (f *Family) Read(ctx context.Context, fn func(pid uint32, p *Proc, lat *GoLatency)) error {
-	return f.totals.Read(ctx, f.every, f.withLatency(fn))
+// and hands each to fn, until ctx is done. ev.GoLatency is nil for a
+// process the family does not follow.
+func (f *Family) Read(ctx context.Context, fn func(ev *Event)) error {
+	return f.totals.Read(ctx, f.every, f.toEvent(fn))
 }
 
 // Poll hands every tracked process's figures to fn once.
-func (f *Family) Poll(fn func(pid uint32, p *Proc, lat *GoLatency)) error {
-	return f.totals.Poll(f.withLatency(fn))
+func (f *Family) Poll(fn func(ev *Event)) error {
+	return f.totals.Poll(f.toEvent(fn))
 }
 
-func (f *Family) withLatency(fn func(pid uint32, p *Proc, lat *GoLatency)) func(uint32, *Proc) {
-	return func(pid uint32, p *Proc) { fn(pid, p, f.latency(pid)) }
+// toEvent turns the kernel's record into the domain event, with the
+// goroutine latency read now.
+func (f *Family) toEvent(fn func(*Event)) func(uint32, *Proc) {
+	var ev Event
+	return func(pid uint32, p *Proc) {
+		ev = Event{
+			Pid: pid, RunQueue: p.RqHist, RunQueueNs: p.RqNs, OnCPUNs: p.OnCpuNs, OffCPUNs: p.OffCpuNs,
+			Voluntary: p.Voluntary, Involuntary: p.Involuntary, Threads: p.Threads,
+			GoLatency: f.latency(pid),
+		}
+		fn(&ev)
+	}
 }
 
 // Latency reads pid's goroutine latency once (tests, tools).

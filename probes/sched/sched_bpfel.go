@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type schedHistContract uint32
+
+const (
+	schedHistContractHIST_BUCKETS schedHistContract = 40
+)
+
+type schedSchedContract uint32
+
+const (
+	schedSchedContractSCHED_MAX_PROCS   schedSchedContract = 16384
+	schedSchedContractSCHED_MAX_THREADS schedSchedContract = 65536
+)
+
 type schedSchedProc struct {
 	_           structs.HostLayout
 	RqHist      [40]uint64
@@ -35,13 +48,15 @@ type schedThreadState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	schedMapSchedProcs      = "sched_procs"
-	schedMapSchedThreads    = "sched_threads"
-	schedProgSchedExit      = "sched_exit"
-	schedProgSchedSwitch    = "sched_switch"
-	schedProgSchedWakeup    = "sched_wakeup"
-	schedProgSchedWakeupNew = "sched_wakeup_new"
-	schedVarUnusedSchedProc = "unused_sched_proc"
+	schedMapSchedProcs          = "sched_procs"
+	schedMapSchedThreads        = "sched_threads"
+	schedProgSchedExit          = "sched_exit"
+	schedProgSchedSwitch        = "sched_switch"
+	schedProgSchedWakeup        = "sched_wakeup"
+	schedProgSchedWakeupNew     = "sched_wakeup_new"
+	schedVarUnusedHistContract  = "unused_hist_contract"
+	schedVarUnusedSchedContract = "unused_sched_contract"
+	schedVarUnusedSchedProc     = "unused_sched_proc"
 )
 
 // loadSched returns the embedded CollectionSpec for sched.
@@ -104,7 +119,9 @@ type schedMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedVariableSpecs struct {
-	UnusedSchedProc *ebpf.VariableSpec `ebpf:"unused_sched_proc"`
+	UnusedHistContract  *ebpf.VariableSpec `ebpf:"unused_hist_contract"`
+	UnusedSchedContract *ebpf.VariableSpec `ebpf:"unused_sched_contract"`
+	UnusedSchedProc     *ebpf.VariableSpec `ebpf:"unused_sched_proc"`
 }
 
 // schedObjects contains all objects after they have been loaded into the kernel.
@@ -142,7 +159,9 @@ func (m *schedMaps) Close() error {
 //
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedVariables struct {
-	UnusedSchedProc *ebpf.Variable `ebpf:"unused_sched_proc"`
+	UnusedHistContract  *ebpf.Variable `ebpf:"unused_hist_contract"`
+	UnusedSchedContract *ebpf.Variable `ebpf:"unused_sched_contract"`
+	UnusedSchedProc     *ebpf.Variable `ebpf:"unused_sched_proc"`
 }
 
 // schedPrograms contains all programs after they have been loaded into the kernel.

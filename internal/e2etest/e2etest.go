@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/tools/fixturebuild"
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/fixturebuild"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // MemStats is a "baseline" or "final" line of the gcload fixture: the

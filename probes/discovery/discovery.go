@@ -21,9 +21,10 @@ import (
 // Kind of a process event.
 type Kind uint8
 
+// The kinds are bpf/discovery.h's enum disc_event_kind, generated.
 const (
-	Exec Kind = 1
-	Exit Kind = 2
+	Exec = Kind(discDiscEventKindDISC_EVENT_EXEC)
+	Exit = Kind(discDiscEventKindDISC_EVENT_EXIT)
 )
 
 // Event is one exec or exit.

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type discDiscContract uint32
+
+const (
+	discDiscContractDISC_FILENAME_LEN discDiscContract = 256
+	discDiscContractDISC_RING_BYTES   discDiscContract = 262144
+)
+
 type discDiscEvent struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -24,15 +31,24 @@ type discDiscEvent struct {
 	Filename [256]int8
 }
 
+type discDiscEventKind uint32
+
+const (
+	discDiscEventKindDISC_EVENT_EXEC discDiscEventKind = 1
+	discDiscEventKindDISC_EVENT_EXIT discDiscEventKind = 2
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	discMapProcEvents      = "proc_events"
-	discMapProcLost        = "proc_lost"
-	discProgProcExec       = "proc_exec"
-	discProgProcExit       = "proc_exit"
-	discVarUnusedDiscEvent = "unused_disc_event"
+	discMapProcEvents          = "proc_events"
+	discMapProcLost            = "proc_lost"
+	discProgProcExec           = "proc_exec"
+	discProgProcExit           = "proc_exit"
+	discVarUnusedDiscContract  = "unused_disc_contract"
+	discVarUnusedDiscEvent     = "unused_disc_event"
+	discVarUnusedDiscEventKind = "unused_disc_event_kind"
 )
 
 // loadDisc returns the embedded CollectionSpec for disc.
@@ -93,7 +109,9 @@ type discMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type discVariableSpecs struct {
-	UnusedDiscEvent *ebpf.VariableSpec `ebpf:"unused_disc_event"`
+	UnusedDiscContract  *ebpf.VariableSpec `ebpf:"unused_disc_contract"`
+	UnusedDiscEvent     *ebpf.VariableSpec `ebpf:"unused_disc_event"`
+	UnusedDiscEventKind *ebpf.VariableSpec `ebpf:"unused_disc_event_kind"`
 }
 
 // discObjects contains all objects after they have been loaded into the kernel.
@@ -131,7 +149,9 @@ func (m *discMaps) Close() error {
 //
 // It can be passed to loadDiscObjects or ebpf.CollectionSpec.LoadAndAssign.
 type discVariables struct {
-	UnusedDiscEvent *ebpf.Variable `ebpf:"unused_disc_event"`
+	UnusedDiscContract  *ebpf.Variable `ebpf:"unused_disc_contract"`
+	UnusedDiscEvent     *ebpf.Variable `ebpf:"unused_disc_event"`
+	UnusedDiscEventKind *ebpf.Variable `ebpf:"unused_disc_event_kind"`
 }
 
 // discPrograms contains all programs after they have been loaded into the kernel.

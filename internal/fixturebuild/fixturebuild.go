@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // Module is the main module's path, used to recognise the repository root.
