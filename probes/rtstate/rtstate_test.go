@@ -8,12 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopulse/gopulse/probes"
-	"github.com/gopulse/gopulse/probes/goinspect"
-	"github.com/gopulse/gopulse/probes/rtstate"
 	"github.com/gopulse/gopulse/internal/e2etest"
 	"github.com/gopulse/gopulse/internal/fixturebuild"
 	"github.com/gopulse/gopulse/internal/testenv"
+	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/goinspect"
+	"github.com/gopulse/gopulse/probes/rtstate"
 )
 
 // stats asks the fixture for its own figures.
