@@ -25,6 +25,14 @@ type Source interface {
 	Status() Status
 }
 
+// Drainer is implemented by a Source whose figures arrive asynchronously
+// (the daemon's ring-buffer readers): the server calls Drain before each
+// answer, so that the answer includes everything recorded before the
+// request arrived. Drain bounds its own wait.
+type Drainer interface {
+	Drain(ctx context.Context)
+}
+
 // ErrNoProcess is wrapped by Source.GCHistory for a pid it does not trace,
 // and by Client.GCHistory when the daemon answers so.
 var ErrNoProcess = errors.New("no such traced process")
@@ -207,7 +215,15 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 	})
 }
 
+// fresh lets the source catch up with what was recorded before r arrived.
+func (s *Server) fresh(r *http.Request) {
+	if d, ok := s.src.(Drainer); ok {
+		d.Drain(r.Context())
+	}
+}
+
 func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
+	s.fresh(r)
 	ps := s.src.Processes()
 	if ps == nil {
 		ps = []Process{}
@@ -216,6 +232,7 @@ func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	s.fresh(r)
 	writeJSON(w, http.StatusOK, s.src.Status())
 }
 
@@ -232,6 +249,7 @@ func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	s.fresh(r)
 	h, err := s.src.GCHistory(pid, last)
 	if errors.Is(err, ErrNoProcess) {
 		writeError(w, http.StatusNotFound,

@@ -82,6 +82,10 @@ func (f *Family) Programs() []*ebpf.Program {
 // (see probes.Ring.Read).
 func (f *Family) Read(ctx context.Context, fn func(*Event)) error { return f.ring.Read(ctx, fn) }
 
+// Drain returns once every event submitted before the call was handed to
+// Read's fn (see probes.Ring.Drain).
+func (f *Family) Drain(ctx context.Context) error { return f.ring.Drain(ctx) }
+
 // Backlog reports the ring buffer's unread bytes and the events read.
 func (f *Family) Backlog() (pending int, consumed uint64) { return f.ring.Backlog() }
 

