@@ -92,3 +92,35 @@ func TestFreshAnswers(t *testing.T) {
 	}
 	t.Logf("%d of %d immediate queries complete", runs-short, runs)
 }
+
+// `ps` lists the running processes, `ps -a` the exited ones too; the exit
+// is seen at once (the discovery ring is drained before the answer).
+func TestPSRunningAndAll(t *testing.T) {
+	d := e2etest.StartDaemon(t)
+	bin := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
+	e2etest.WarmUp(t, d, bin)
+	running := e2etest.StartFixture(t, bin, nil, "-hold", "-gcloop", "2")
+	running.Expect("final")
+	exited := e2etest.RunFixture(t, bin, nil, "-gcloop", "3")
+
+	ps := psJSON(t, d)
+	if _, ok := findPID(ps, running.PID); !ok {
+		t.Errorf("ps does not list running pid %d", running.PID)
+	}
+	if p, ok := findPID(ps, exited.PID); ok {
+		t.Errorf("ps lists exited pid %d (exited %v)", exited.PID, p.Exited)
+	}
+	all := psJSON(t, d, "-a")
+	if _, ok := findPID(all, running.PID); !ok {
+		t.Errorf("ps -a does not list running pid %d", running.PID)
+	}
+	if p, ok := findPID(all, exited.PID); !ok || p.Exited == nil || p.GCCycles != exited.Final.NumGC {
+		t.Errorf("ps -a: exited pid %d = %+v (listed %v), want exited with %d cycles", exited.PID, p, ok, exited.Final.NumGC)
+	}
+	out, err := exec.Command(cliBinary(t), "--socket", d.Socket, "ps", "--all", "--sort", "-gc").Output()
+	if err != nil {
+		t.Fatalf("gopulse ps --all --sort -gc: %v", err)
+	}
+	t.Logf("gopulse ps --all --sort -gc:\n%s", out)
+	running.Finish()
+}

@@ -51,6 +51,9 @@ type options struct {
 	socket string
 	output string
 	last   int
+	all    bool   // ps: exited processes too
+	sort   string // ps: --sort COLUMN
+	follow bool   // gc: -f
 }
 
 type command struct {
@@ -65,8 +68,13 @@ type command struct {
 var commands = []*command{
 	{
 		name:    "ps",
-		summary: "List the traced Go processes: GC cycles, forced cycles, pauses, rate, state.",
-		exec:    execPS,
+		summary: "List the traced Go processes that run: GC cycles, forced cycles, pauses, rate, heap, goal, GOGC, memory limit, goroutines, heap lock, memory released, scheduling, state. -a adds the exited ones.",
+		extra: func(fs *flag.FlagSet, o *options) {
+			fs.BoolVar(&o.all, "a", false, "list the exited processes too (kept for the daemon's --forget-after)")
+			fs.BoolVar(&o.all, "all", false, "same as -a")
+			fs.StringVar(&o.sort, "sort", "pid", "sort by `COLUMN` (a header, any case: gc, cycles/s, goal...); -COLUMN for descending")
+		},
+		exec: execPS,
 	},
 	{
 		name:    "gc",
@@ -234,6 +242,11 @@ func validate(cmd *command, o *options, pos []string) error {
 	if o.socket == "" {
 		return errors.New("empty --socket path")
 	}
+	if o.sort != "" {
+		if _, err := parsePSSort(o.sort); err != nil {
+			return err
+		}
+	}
 	if o.last < 0 {
 		return fmt.Errorf("bad --last %d: expected a non-negative number of cycles (0: all kept)", o.last)
 	}
@@ -288,6 +301,12 @@ func execPS(ctx context.Context, c *api.Client, o *options, _ []string, stdout i
 	if err != nil {
 		return err
 	}
+	ps = selectPS(ps, o.all)
+	by, err := parsePSSort(o.sort)
+	if err != nil {
+		return err
+	}
+	sortPS(ps, by)
 	if o.output == "json" {
 		if ps == nil {
 			ps = []api.Process{}
