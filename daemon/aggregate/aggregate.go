@@ -64,6 +64,7 @@ type Aggregator struct {
 	mu      sync.Mutex
 	procs   map[int]*proc
 	dropped uint64
+	follow  followers // gc -f subscriptions (follow.go)
 }
 
 // New returns an empty aggregator.
@@ -249,6 +250,7 @@ func (a *Aggregator) gc(ev *gc.Event) (*proc, api.GCCycle, bool) {
 		p.cycles[p.next] = c
 		p.next = (p.next + 1) % len(p.cycles)
 	}
+	a.follow.publish(p.info.PID, c)
 	end := a.wall(ev.T_end)
 	if len(p.ends) < rateSlots {
 		p.ends = append(p.ends, end)

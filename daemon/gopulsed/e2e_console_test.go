@@ -4,13 +4,17 @@ package main
 // ps -a, gc -f, top and doctor against the real daemon and fixtures.
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/tools/e2etest"
@@ -123,4 +127,97 @@ func TestPSRunningAndAll(t *testing.T) {
 	}
 	t.Logf("gopulse ps --all --sort -gc:\n%s", out)
 	running.Finish()
+}
+
+// `gc PID -f` streams every cycle of the fixture exactly once, in order,
+// as they complete, and ends when the process exits; -o json streams JSON
+// lines. Two followers at once (table and JSON) see the same cycles.
+func TestGCFollow(t *testing.T) {
+	d := e2etest.StartDaemon(t)
+	bin := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
+	e2etest.WarmUp(t, d, bin)
+	f := e2etest.StartFixture(t, bin, nil, append([]string{"-wait", "-hold"}, workload...)...)
+	e2etest.WaitFor(t, 10*time.Second, "the fixture to be listed", func() bool {
+		_, ok := d.Process(t, f.PID)
+		return ok
+	})
+	follow := func(args ...string) (*exec.Cmd, *syncBuffer) {
+		cmd := exec.Command(cliBinary(t), append([]string{"--socket", d.Socket, "gc", strconv.Itoa(f.PID), "-f", "--last", "0"}, args...)...)
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		return cmd, out
+	}
+	jsonCmd, jsonOut := follow("-o", "json")
+	tableCmd, tableOut := follow()
+	// The follow takes the history kept with its subscription, so it
+	// matters not whether the cycles start before it is connected.
+	f.Proceed()
+	f.Expect("final")
+	// Before the exit: every cycle was streamed as it completed.
+	e2etest.WaitFor(t, 5*time.Second, "the cycles to be streamed", func() bool {
+		return uint64(strings.Count(jsonOut.String(), "\n")) >= f.Final.NumGC
+	})
+	f.Finish()
+	for _, cmd := range []*exec.Cmd{jsonCmd, tableCmd} {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%v: %v", cmd.Args, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v did not end after the process exited", cmd.Args)
+		}
+	}
+
+	var got []uint64
+	for _, line := range strings.Split(strings.TrimSpace(jsonOut.String()), "\n") {
+		var c api.GCCycle
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("json line %q: %v", line, err)
+		}
+		got = append(got, c.Seq)
+	}
+	if uint64(len(got)) != f.Final.NumGC {
+		t.Errorf("streamed %d cycles, the runtime ran %d", len(got), f.Final.NumGC)
+	}
+	for i, s := range got {
+		if s != uint64(i+1) {
+			t.Fatalf("cycle %d has seq %d: want 1..%d once each, in order: %v", i, s, f.Final.NumGC, got)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(tableOut.String()), "\n")
+	if uint64(len(lines)) != f.Final.NumGC {
+		t.Errorf("table follow printed %d lines, want %d:\n%s", len(lines), f.Final.NumGC, tableOut)
+	}
+	for i, l := range lines {
+		if !strings.HasPrefix(l, fmt.Sprintf("gc %d @", i+1)) {
+			t.Errorf("line %d = %q, want gc %d", i, l, i+1)
+			break
+		}
+	}
+	t.Logf("%d cycles followed; first lines:\n%s", len(got), strings.Join(lines[:min(3, len(lines))], "\n"))
+}
+
+// syncBuffer is a bytes.Buffer written by a command while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/gopulse/gopulse/daemon/api"
 )
@@ -79,10 +81,12 @@ var commands = []*command{
 	{
 		name:    "gc",
 		args:    "PID",
-		summary: "Show the last GC cycles of process PID, oldest first, one gctrace-like line each.",
+		summary: "Show the last GC cycles of process PID, oldest first, one gctrace-like line each. With -f, then follow: one line per cycle as it completes (streamed by the daemon), until the process exits or the command is interrupted; -o json streams one JSON object a line.",
 		nargs:   1,
 		extra: func(fs *flag.FlagSet, o *options) {
 			fs.IntVar(&o.last, "last", defaultLast, "show the last `N` cycles (0: all the daemon kept)")
+			fs.BoolVar(&o.follow, "f", false, "follow: print each cycle as it completes")
+			fs.BoolVar(&o.follow, "follow", false, "same as -f")
 		},
 		exec: execGC,
 	},
@@ -193,7 +197,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	c := api.NewClient(o.socket)
-	if err := cmd.exec(context.Background(), c, o, pos, stdout); err != nil {
+	// Interrupting ends a follow or a live view cleanly (exit 0).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.exec(ctx, c, o, pos, stdout); err != nil {
 		fmt.Fprintf(stderr, "gopulse: %v\n", err)
 		return exitError
 	}
@@ -321,6 +328,9 @@ func execGC(ctx context.Context, c *api.Client, o *options, args []string, stdou
 	if err != nil {
 		return err
 	}
+	if o.follow {
+		return followGC(ctx, c, o, pid, stdout)
+	}
 	h, err := c.GCHistory(ctx, pid, o.last)
 	if err != nil {
 		return err
@@ -370,5 +380,39 @@ func writeJSON(w io.Writer, v any) error {
 		return err
 	}
 	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// followGC prints pid's cycles as the daemon streams them; a gap in the
+// runtime's cycle numbers (events lost in the kernel ring, or dropped for
+// a reader too slow) is said in the table output.
+func followGC(ctx context.Context, c *api.Client, o *options, pid int, stdout io.Writer) error {
+	last := o.last
+	if last == 0 {
+		last = api.MaxLast
+	}
+	var prev uint64
+	err := c.FollowGC(ctx, pid, last, func(cy api.GCCycle) error {
+		if o.output == "json" {
+			b, err := json.Marshal(cy)
+			if err != nil {
+				return err
+			}
+			_, err = stdout.Write(append(b, '\n'))
+			return err
+		}
+		if prev != 0 && cy.Seq > prev+1 {
+			fmt.Fprintf(stdout, "(%d cycles not seen)\n", cy.Seq-prev-1)
+		}
+		prev = cy.Seq
+		_, err := io.WriteString(stdout, gctraceLine(cy)+"\n")
+		return err
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil // interrupted: the normal end of a follow
+	}
+	if ce := (*api.ConnError)(nil); errors.As(err, &ce) && ctx.Err() != nil {
+		return nil
+	}
 	return err
 }
