@@ -19,6 +19,7 @@ import (
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/tools/e2etest"
 	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/tools/testenv"
 )
 
 var cliBuild struct {
@@ -220,4 +221,173 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// tmux runs commands on a private tmux server (its own socket), so tests
+// never touch anyone's sessions.
+type tmux struct {
+	t    *testing.T
+	name string
+}
+
+func newTmux(t *testing.T) *tmux {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		testenv.Unavailable(t, "tmux not installed (apt-get install tmux): %v", err)
+	}
+	tm := &tmux{t: t, name: fmt.Sprintf("gopulse-test-%d", os.Getpid())}
+	t.Cleanup(func() { _ = exec.Command("tmux", "-L", tm.name, "kill-server").Run() })
+	return tm
+}
+
+func (tm *tmux) run(args ...string) string {
+	tm.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-L", tm.name}, args...)...).CombinedOutput()
+	if err != nil {
+		tm.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func (tm *tmux) capture() string { return tm.run("capture-pane", "-p", "-t", "top") }
+
+// waitScreen waits until ok holds for the pane's text.
+func (tm *tmux) waitScreen(what string, ok func(string) bool) string {
+	tm.t.Helper()
+	var screen string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		screen = tm.capture()
+		if ok(screen) {
+			return screen
+		}
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("timed out waiting for %s; screen:\n%s", what, screen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rowIndex is the line of the screen whose first field is pid (-1: none).
+func rowIndex(screen string, pid int) int {
+	for i, l := range strings.Split(screen, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == strconv.Itoa(pid) {
+			return i
+		}
+	}
+	return -1
+}
+
+// `top` in a real terminal (tmux): rows appear, refresh, sort by keys,
+// and q quits cleanly; `top -b` and `top -o json` print parsable
+// snapshots.
+func TestTop(t *testing.T) {
+	d := e2etest.StartDaemon(t)
+	bin := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
+	e2etest.WarmUp(t, d, bin)
+	a := e2etest.StartFixture(t, bin, nil, append([]string{"-hold"}, workload...)...)
+	a.Expect("final")
+	b := e2etest.StartFixture(t, bin, nil, "-hold", "-gcloop", "2")
+	b.Expect("final")
+	lo, hi := min(a.PID, b.PID), max(a.PID, b.PID)
+
+	t.Run("batch", func(t *testing.T) {
+		out, err := exec.Command(cliBinary(t), "--socket", d.Socket, "top", "-b", "-n", "2", "-d", "0.2", "--sort", "pid").Output()
+		if err != nil {
+			t.Fatalf("top -b: %v", err)
+		}
+		snaps := strings.Split(strings.TrimSpace(string(out)), "\n\n")
+		if len(snaps) != 2 {
+			t.Fatalf("want 2 snapshots, got %d:\n%s", len(snaps), out)
+		}
+		for _, snap := range snaps {
+			lines := strings.Split(snap, "\n")
+			if !strings.HasPrefix(lines[0], "gopulse top - ") || !strings.HasPrefix(lines[1], "PID ") {
+				t.Fatalf("snapshot without title and header:\n%s", snap)
+			}
+			hdr := strings.Fields(lines[1])
+			col := map[string]int{}
+			for i, h := range hdr {
+				col[h] = i
+			}
+			ra, rb := rowIndex(snap, a.PID), rowIndex(snap, b.PID)
+			if ra < 0 || rb < 0 {
+				t.Fatalf("rows of %d and %d missing:\n%s", a.PID, b.PID, snap)
+			}
+			if (a.PID < b.PID) != (ra < rb) {
+				t.Errorf("not sorted by pid:\n%s", snap)
+			}
+			row := strings.Fields(lines[ra])
+			if len(row) != len(hdr) {
+				t.Fatalf("row %q has %d fields, header %d", lines[ra], len(row), len(hdr))
+			}
+			// The fixture ran its cycles within the window: they count.
+			if row[col["PAUSE-MAX"]] == "-" || row[col["GC-CPU"]] == "0%" || row[col["STATE"]] != "running" {
+				t.Errorf("pid %d row %q: want pauses, a GC CPU share and running", a.PID, lines[ra])
+			}
+		}
+		t.Logf("top -b:\n%s", snaps[1])
+
+		out, err = exec.Command(cliBinary(t), "--socket", d.Socket, "top", "-o", "json", "-n", "1").Output()
+		if err != nil {
+			t.Fatalf("top -o json: %v", err)
+		}
+		var rows []map[string]any
+		if err := json.Unmarshal(out, &rows); err != nil {
+			t.Fatalf("top -o json: %v\n%s", err, out)
+		}
+		for _, r := range rows {
+			if int(r["pid"].(float64)) == a.PID && !(r["gc_cpu_share"].(float64) > 0) {
+				t.Errorf("top -o json row of %d: no gc_cpu_share: %v", a.PID, r)
+			}
+		}
+	})
+
+	t.Run("tmux", func(t *testing.T) {
+		tm := newTmux(t)
+		exitFile := filepath.Join(t.TempDir(), "exit")
+		tm.run("new-session", "-d", "-s", "top", "-x", "200", "-y", "50",
+			fmt.Sprintf("%s --socket %s top -d 0.3; echo exit=$? > %s; sleep 30", cliBinary(t), d.Socket, exitFile))
+		first := tm.waitScreen("both fixtures' rows", func(s string) bool {
+			return rowIndex(s, a.PID) >= 0 && rowIndex(s, b.PID) >= 0
+		})
+		title := strings.Split(first, "\n")[0]
+		tm.waitScreen("a refresh (the title's clock moves)", func(s string) bool {
+			return strings.Split(s, "\n")[0] != title
+		})
+		// From the default (-gc-cpu), three columns left is PID, still
+		// descending; r makes it ascending.
+		tm.run("send-keys", "-t", "top", "<", "<", "<")
+		s := tm.waitScreen("sort by -pid", func(s string) bool { return strings.Contains(s, "sort -pid") })
+		if rowIndex(s, hi) > rowIndex(s, lo) {
+			t.Errorf("sort -pid: %d below %d:\n%s", hi, lo, s)
+		}
+		tm.run("send-keys", "-t", "top", "r")
+		s = tm.waitScreen("sort by pid", func(s string) bool {
+			return strings.Contains(s, "sort pid ") || strings.HasSuffix(strings.Split(s, "\n")[0], "sort pid")
+		})
+		if rowIndex(s, lo) > rowIndex(s, hi) {
+			t.Errorf("sort pid: %d below %d:\n%s", lo, hi, s)
+		}
+		// Filter to one process, open its detail, go back.
+		tm.run("send-keys", "-t", "top", "/", strconv.Itoa(a.PID), "Enter")
+		s = tm.waitScreen("the filter", func(s string) bool { return rowIndex(s, b.PID) < 0 && rowIndex(s, a.PID) >= 0 })
+		tm.run("send-keys", "-t", "top", "Enter")
+		s = tm.waitScreen("the detail view", func(s string) bool { return strings.Contains(s, "pauses  max") && strings.Contains(s, "GC-CPU ") })
+		t.Logf("detail:\n%s", s)
+		tm.run("send-keys", "-t", "top", "Escape")
+		// Resize: the view redraws to the new size.
+		tm.run("resize-window", "-t", "top", "-x", "90", "-y", "20")
+		tm.waitScreen("a redraw after resize", func(s string) bool { return rowIndex(s, a.PID) >= 0 })
+		tm.run("send-keys", "-t", "top", "q")
+		e2etest.WaitFor(t, 5*time.Second, "top to quit", func() bool {
+			b, err := os.ReadFile(exitFile)
+			return err == nil && strings.TrimSpace(string(b)) != ""
+		})
+		if b, _ := os.ReadFile(exitFile); strings.TrimSpace(string(b)) != "exit=0" {
+			t.Errorf("top ended with %q, want exit=0", b)
+		}
+	})
+	a.Finish()
+	b.Finish()
 }

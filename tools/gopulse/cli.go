@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
 )
@@ -53,9 +54,13 @@ type options struct {
 	socket string
 	output string
 	last   int
-	all    bool   // ps: exited processes too
-	sort   string // ps: --sort COLUMN
-	follow bool   // gc: -f
+	all    bool          // ps: exited processes too
+	sort   string        // ps: --sort COLUMN
+	follow bool          // gc: -f
+	batch  bool          // top: -b
+	iters  int           // top: -n
+	delay  float64       // top: -d, seconds
+	window time.Duration // top, doctor: the span of the live figures
 }
 
 type command struct {
@@ -89,6 +94,20 @@ var commands = []*command{
 			fs.BoolVar(&o.follow, "follow", false, "same as -f")
 		},
 		exec: execGC,
+	},
+	{
+		name:    "top",
+		summary: "Live full-screen view of the traced Go processes: GC/s, GC CPU share, pause p99 and max, heap, goal and limit, goroutines, goroutine scheduling p99, heap-lock wait, memory released; keys: q quit, arrows/j k select, enter detail (sparklines of pauses and heap), left/right or < > sort column, r reverse, / filter, a exited processes. -b prints plain snapshots instead, as top -b does.",
+		extra: func(fs *flag.FlagSet, o *options) {
+			fs.BoolVar(&o.batch, "b", false, "batch mode: print plain snapshots (no terminal needed)")
+			fs.BoolVar(&o.batch, "batch", false, "same as -b")
+			fs.IntVar(&o.iters, "n", 0, "batch mode: stop after `N` snapshots (0: until interrupted)")
+			fs.Float64Var(&o.delay, "d", 2, "`SECONDS` between refreshes")
+			fs.StringVar(&o.sort, "sort", "-gc-cpu", "sort by `COLUMN` (a header, any case); -COLUMN for descending")
+			fs.BoolVar(&o.all, "a", false, "show the exited processes too")
+			fs.DurationVar(&o.window, "window", defaultWindow, "span of the pause and GC CPU figures")
+		},
+		exec: execTop,
 	},
 	{
 		name:    "lock",
@@ -249,9 +268,23 @@ func validate(cmd *command, o *options, pos []string) error {
 	if o.socket == "" {
 		return errors.New("empty --socket path")
 	}
-	if o.sort != "" {
+	if o.sort != "" && cmd.name == "ps" {
 		if _, err := parsePSSort(o.sort); err != nil {
 			return err
+		}
+	}
+	if cmd.name == "top" {
+		if _, err := parseTopSort(o.sort); err != nil {
+			return err
+		}
+		if !(o.delay >= 0.1) || o.delay > 3600 {
+			return fmt.Errorf("bad -d %v: expected seconds between refreshes, 0.1 to 3600", o.delay)
+		}
+		if o.iters < 0 {
+			return fmt.Errorf("bad -n %d: expected a number of snapshots (0: until interrupted)", o.iters)
+		}
+		if o.window < time.Second || o.window > time.Hour {
+			return fmt.Errorf("bad --window %v: expected 1s to 1h", o.window)
 		}
 	}
 	if o.last < 0 {

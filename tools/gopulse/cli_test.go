@@ -263,8 +263,8 @@ func TestErrors(t *testing.T) {
 		{"status -h", []string{s, "status", "-h"}, 0, nil, []string{"Usage: gopulse [--socket PATH] status"}},
 		// Usage errors.
 		{"no command", nil, 2, []string{"gopulse: missing command", "gopulse help"}, nil},
-		{"unknown command", []string{"top"}, 2, []string{`gopulse: unknown command "top"`}, nil},
-		{"help unknown", []string{"help", "top"}, 2, []string{`unknown command "top"`}, nil},
+		{"unknown command", []string{"htop"}, 2, []string{`gopulse: unknown command "htop"`}, nil},
+		{"help unknown", []string{"help", "htop"}, 2, []string{`unknown command "htop"`}, nil},
 		{"help too many", []string{"help", "ps", "gc"}, 2, []string{"at most one"}, nil},
 		{"unknown global flag", []string{"--sock", "x", "ps"}, 2, []string{"flag provided but not defined: -sock"}, nil},
 		{"missing socket value", []string{"--socket"}, 2, []string{"flag needs an argument"}, nil},
