@@ -33,10 +33,12 @@ pauses...) of every Go process on this host.
 
 Commands:
   ps            list the traced Go processes
-  gc PID        show the last GC cycles of a process, gctrace style
+  gc PID        show the last GC cycles of a process, gctrace style (-f: follow)
   lock PID      show the heap lock contention of a process (mheaplock family)
   mem PID       show the memory a process returned to the OS (madvise family)
   sched PID     show how a process's threads are scheduled (sched family)
+  top           live view of the traced processes (-b: plain snapshots)
+  doctor [PID]  diagnose: findings with their numbers and the knob to try
   status        show the daemon's health: probes, binaries, lost events
   help [CMD]    show this help, or a command's
 
@@ -108,6 +110,16 @@ var commands = []*command{
 			fs.DurationVar(&o.window, "window", defaultWindow, "span of the pause and GC CPU figures")
 		},
 		exec: execTop,
+	},
+	{
+		name:    "doctor",
+		args:    "[PID]",
+		summary: "Diagnose from the figures: each finding with its numbers, severity and the runtime knob to try (GOGC, GOMEMLIMIT, GOMAXPROCS...), worst first; without PID, every running process and the daemon's own trust (lost events, families not running). README lists the rules and thresholds.",
+		nargs:   -1,
+		extra: func(fs *flag.FlagSet, o *options) {
+			fs.DurationVar(&o.window, "window", defaultWindow, "span of the pause and GC CPU figures")
+		},
+		exec: execDoctor,
 	},
 	{
 		name:    "lock",
@@ -289,6 +301,20 @@ func validate(cmd *command, o *options, pos []string) error {
 	}
 	if o.last < 0 {
 		return fmt.Errorf("bad --last %d: expected a non-negative number of cycles (0: all kept)", o.last)
+	}
+	if cmd.nargs < 0 { // an optional PID
+		if len(pos) > 1 {
+			return fmt.Errorf("%s: too many arguments: %q", cmd.name, strings.Join(pos[1:], " "))
+		}
+		if len(pos) == 1 {
+			if _, err := parsePID(pos[0]); err != nil {
+				return err
+			}
+		}
+		if o.window < time.Second || o.window > time.Hour {
+			return fmt.Errorf("bad --window %v: expected 1s to 1h", o.window)
+		}
+		return nil
 	}
 	if len(pos) != cmd.nargs {
 		if cmd.nargs == 0 {

@@ -32,6 +32,7 @@ type figures struct {
 	pauses             []float64 // seconds, of the cycles in the window, oldest first
 	heaps              []float64 // heap at mark termination, same cycles
 	pauseP99, pauseMax float64
+	worst              api.GCCycle // the cycle of pauseMax
 	procs              int64 // GOMAXPROCS used for gcCPU
 
 	gschedP99                     float64
@@ -71,6 +72,9 @@ func computeFigures(p api.Process, cycles []api.GCCycle, prev *api.Process, dt t
 		f.cyclesInWindow++
 		f.pauses = append(f.pauses, c.PauseSeconds)
 		f.heaps = append(f.heaps, float64(c.HeapEndBytes))
+		if c.PauseSeconds > f.worst.PauseSeconds {
+			f.worst = c
+		}
 		f.stwInWindow += c.PauseSeconds
 		f.assistInWin += c.AssistSeconds
 		f.markSecondsInWin += c.MarkSeconds
@@ -191,3 +195,5 @@ func sparkline(vs []float64, width int) string {
 func gcHeaderOnly(f *figures) api.GCHistory {
 	return api.GCHistory{Process: f.p, Cycles: []api.GCCycle{{Seq: 0}}[:0]}
 }
+
+func numCPU() int { return runtime.NumCPU() }
