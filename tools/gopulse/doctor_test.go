@@ -59,7 +59,11 @@ func TestDoctorRules(t *testing.T) {
 			busy(600, 0.0005, 0.005, 0.05), 0, ruleGCCPU, sevWarning, []string{"raise GOGC"}},
 		{"goal pinned at the limit", func() api.Process {
 			p := base()
-			p.Runtime = rt(func(r *api.Runtime) { r.MemoryLimitBytes = 100 << 20; r.GCGoalBytes = 98 << 20; r.HeapMarkedBytes = 50 << 20 })
+			p.Runtime = rt(func(r *api.Runtime) {
+				r.MemoryLimitBytes = 100 << 20
+				r.GCGoalBytes = 98 << 20
+				r.HeapMarkedBytes = 50 << 20
+			})
 			return p
 		}, quiet, 0, ruleGoalAtLimit, sevWarning, []string{"at the memory limit 100MiB", "raise GOMEMLIMIT"}},
 		{"death spiral", func() api.Process {

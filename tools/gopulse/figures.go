@@ -33,7 +33,7 @@ type figures struct {
 	heaps              []float64 // heap at mark termination, same cycles
 	pauseP99, pauseMax float64
 	worst              api.GCCycle // the cycle of pauseMax
-	procs              int64 // GOMAXPROCS used for gcCPU
+	procs              int64       // GOMAXPROCS used for gcCPU
 
 	gschedP99                     float64
 	gschedKnown                   bool
