@@ -391,3 +391,89 @@ func TestTop(t *testing.T) {
 	a.Finish()
 	b.Finish()
 }
+
+// doctorJSON runs `gopulse doctor [args] -o json`.
+func doctorJSON(t *testing.T, d *e2etest.Daemon, args ...string) []map[string]any {
+	t.Helper()
+	out, err := exec.Command(cliBinary(t), append([]string{"--socket", d.Socket, "doctor", "-o", "json"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("gopulse doctor %v: %v", args, err)
+	}
+	var fs []map[string]any
+	if err := json.Unmarshal(out, &fs); err != nil {
+		t.Fatalf("doctor json: %v\n%s", err, out)
+	}
+	return fs
+}
+
+// `doctor` on fixtures built to show each finding, and on a healthy one
+// (no finding). The goal-at-limit and GOGC-advice rules need the runtime
+// gauges; they are unit-tested in tools/gopulse with api.Runtime values.
+func TestDoctor(t *testing.T) {
+	d := e2etest.StartDaemon(t, "--probes", "all")
+	shape := fixturebuild.Shapes()[0]
+	sick := fixturebuild.Build(t, "sick", shape)
+	e2etest.WarmUp(t, d, e2etest.Gcload(t, shape))
+	tests := []struct {
+		name string
+		bin  string
+		env  []string
+		args []string
+		// done is the fixture's line once the trouble is over: doctor
+		// asks then, with no sleep.
+		done     string
+		wantRule string // "" = healthy: no finding for the process
+	}{
+		{"healthy", sick, nil, []string{"-mode", "healthy"}, "done", ""},
+		{"gc cpu", sick, nil, []string{"-mode", "gccpu"}, "done", "gc-cpu"},
+		{"long stw", sick, []string{"GODEBUG=asyncpreemptoff=1"}, []string{"-mode", "stw"}, "done", "long-stw"},
+		{"scavenger churn", sick, nil, []string{"-mode", "churn"}, "done", "scavenger-churn"},
+		{"sched latency", sick, nil, []string{"-mode", "sched", "-duration", "3s"}, "done", "sched-latency"},
+		{"heap lock", "heaplock", nil, []string{"-workers", "16", "-iters", "3000"}, "final", "heap-lock"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bin := tt.bin
+			if bin == "heaplock" {
+				bin = fixturebuild.Build(t, "heaplock", shape)
+			}
+			// A first process makes the binary known, so the one diagnosed
+			// is traced from its first instruction.
+			if tt.bin == sick {
+				e2etest.RunFixture2(t, bin, tt.env, "-mode", "healthy")
+			}
+			f := e2etest.StartFixture(t, bin, tt.env, append([]string{"-hold"}, tt.args...)...)
+			f.Expect(tt.done)
+			fs := doctorJSON(t, d, strconv.Itoa(f.PID))
+			var mine []string
+			for _, fd := range fs {
+				if int(fd["pid"].(float64)) == f.PID || fd["pid"] == nil {
+					mine = append(mine, fmt.Sprintf("%s %s: %s (try: %s)", fd["severity"], fd["rule"], fd["summary"], fd["knob"]))
+				}
+			}
+			t.Logf("doctor %d:\n%s", f.PID, strings.Join(mine, "\n"))
+			found := false
+			for _, fd := range fs {
+				pid, _ := fd["pid"].(float64)
+				if tt.wantRule == "" && int(pid) == f.PID {
+					t.Errorf("healthy fixture: finding %v", fd)
+				}
+				if fd["rule"] == tt.wantRule && int(pid) == f.PID {
+					found = true
+				}
+			}
+			if tt.wantRule != "" && !found {
+				p, _ := d.Process(t, f.PID)
+				b, _ := json.Marshal(p)
+				t.Errorf("no %s finding for pid %d: %s", tt.wantRule, f.PID, b)
+			}
+			_ = f.Cmd.Process.Kill()
+		})
+	}
+	// The whole host: the text output, worst first.
+	out, err := exec.Command(cliBinary(t), "--socket", d.Socket, "doctor").Output()
+	if err != nil {
+		t.Fatalf("gopulse doctor: %v", err)
+	}
+	t.Logf("gopulse doctor:\n%s", out)
+}

@@ -60,13 +60,13 @@ const (
 	goalAtLimitShare  = 0.95 // goal / limit: the limit, not GOGC, sets the goal
 	liveNearLimitCrit = 0.80 // live heap / limit: little room left, death spiral
 
-	churnMinPerMinute = 64 << 20 // bytes released a minute
-	churnRSSWarn      = 0.5      // released a minute / RSS
-	churnRSSCrit      = 2.0
+	churnMinBytes = 64 << 20 // released over the last minute (or since first seen)
+	churnRSSWarn  = 2.0      // released / RSS
+	churnRSSCrit  = 8.0
 
 	stwWarn, stwCrit = 0.010, 0.100 // seconds, longest pause in the window
 
-	lockWarn, lockCrit = 0.010, 0.100 // seconds slept for the heap lock per second
+	lockWarn, lockCrit = 0.005, 0.050 // seconds slept for the heap lock per second
 
 	schedWarn, schedCrit = 0.010, 0.050 // goroutine scheduling p99, seconds
 	schedMinSamples      = 50
@@ -165,12 +165,16 @@ func diagnose(f *figures, host hostFacts) []Finding {
 		}
 	}
 
-	// Memory released and faulted back: a minute's releases are a large
-	// share of an RSS that does not shrink.
-	if m := f.p.Madvise; m != nil && f.p.Exited == nil && m.RSSBytes > 0 {
-		perMin := m.ReleasedBytesPerSecond * 60
-		share := perMin / float64(m.RSSBytes)
-		if sev := over(share, churnRSSWarn, churnRSSCrit); sev != "" && perMin >= churnMinPerMinute {
+	// Memory released and faulted back: the window's releases are a
+	// multiple of an RSS that does not shrink.
+	if m := f.p.Madvise; m != nil && f.releaseKnown && f.p.Exited == nil && m.RSSBytes > 0 {
+		released := f.releasePerSec * 60 // the daemon's last-minute rate
+		span := "the last minute"
+		if age := time.Since(f.p.FirstSeen); age < time.Minute {
+			released, span = float64(m.ReleasedBytes), fmt.Sprintf("%s traced", age.Round(time.Millisecond))
+		}
+		share := released / float64(m.RSSBytes)
+		if sev := over(share, churnRSSWarn, churnRSSCrit); sev != "" && released >= churnMinBytes {
 			src, most := "", uint64(0)
 			for k, v := range m.ReleasedBySource {
 				if v > most || (v == most && k < src) {
@@ -187,9 +191,9 @@ func diagnose(f *figures, host hostFacts) []Finding {
 				knob = "allocations release memory to stay under the limit or goal: raise GOMEMLIMIT or GOGC"
 			}
 			out = append(out, finding(sev, f, ruleChurn, share, map[string]float64{
-				"released_bytes_per_second": m.ReleasedBytesPerSecond, "rss_bytes": float64(m.RSSBytes),
-			}, knob, "released %s/min to the OS (mostly by %s), %.1f× its RSS of %s: the memory is faulted back in",
-				humanBytes(uint64(perMin)), orDash(src), share, humanBytes(m.RSSBytes)))
+				"released_bytes": released, "released_bytes_per_second": f.releasePerSec, "rss_bytes": float64(m.RSSBytes),
+			}, knob, "released %s to the OS over %s (mostly by %s), %.1f× its RSS of %s: the memory is faulted back in",
+				humanBytes(uint64(released)), span, orDash(src), share, humanBytes(m.RSSBytes)))
 		}
 	}
 

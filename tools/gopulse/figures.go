@@ -102,16 +102,28 @@ func computeFigures(p api.Process, cycles []api.GCCycle, prev *api.Process, dt t
 		}
 	}
 	secs := dt.Seconds()
-	if p.MheapLock != nil {
+	if l := p.MheapLock; l != nil {
+		// The highest of: since the previous snapshot, the last minute
+		// (contended acquisitions a second × the mean wait), and since
+		// first seen for a process traced for less than a minute.
 		f.lockKnown = true
 		if prev != nil && prev.MheapLock != nil && secs > 0 {
-			f.lockWaitPerSec = math.Max(0, p.MheapLock.WaitSeconds-prev.MheapLock.WaitSeconds) / secs
-		} else if since := now.Sub(p.FirstSeen).Seconds(); since > 0 {
-			f.lockWaitPerSec = p.MheapLock.WaitSeconds / since
+			f.lockWaitPerSec = math.Max(0, l.WaitSeconds-prev.MheapLock.WaitSeconds) / secs
+		}
+		if l.Contended > 0 {
+			f.lockWaitPerSec = max(f.lockWaitPerSec, l.ContendedPerSecond*l.WaitSeconds/float64(l.Contended))
+		}
+		if age := end.Sub(p.FirstSeen); age > 0 && age < time.Minute {
+			f.lockWaitPerSec = max(f.lockWaitPerSec, l.WaitSeconds/max(age.Seconds(), 1))
 		}
 	}
-	if p.Madvise != nil {
-		f.releasePerSec, f.releaseKnown = p.Madvise.ReleasedBytesPerSecond, true
+	if m := p.Madvise; m != nil {
+		f.releasePerSec, f.releaseKnown = m.ReleasedBytesPerSecond, true
+		// The daemon's rate needs samples a second apart; for a process
+		// traced for less than its minute, the average since is as good.
+		if age := end.Sub(p.FirstSeen); age > 0 && age < time.Minute {
+			f.releasePerSec = max(f.releasePerSec, float64(m.ReleasedBytes)/max(age.Seconds(), 1))
+		}
 	}
 	if p.Runtime != nil && prev != nil && prev.Runtime != nil && secs > 0 && p.AllocatedBytes >= prev.AllocatedBytes {
 		f.allocPerSec, f.allocKnown = float64(p.AllocatedBytes-prev.AllocatedBytes)/secs, true
