@@ -17,11 +17,12 @@ type Totals[V any] struct {
 	name     string
 	m        *ebpf.Map
 	consumed atomic.Uint64
+	drains   chan chan struct{} // Drain requests, served by Read
 }
 
 // NewTotals reads m; name labels errors.
 func NewTotals[V any](name string, m *ebpf.Map) *Totals[V] {
-	return &Totals[V]{name: name, m: m}
+	return &Totals[V]{name: name, m: m, drains: make(chan chan struct{}, maxDrains)}
 }
 
 // Poll hands every process's totals to fn once.
@@ -51,7 +52,39 @@ func (t *Totals[V]) Read(ctx context.Context, every time.Duration, fn func(pid u
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case d := <-t.drains:
+			// Polled now for a Drain, and for the ones already queued:
+			// the poll starts after they were (later ones get the next).
+			waiting := []chan struct{}{d}
+			for n := len(t.drains); n > 0; n-- {
+				waiting = append(waiting, <-t.drains)
+			}
+			err := t.Poll(fn)
+			for _, d := range waiting {
+				close(d)
+			}
+			if err != nil {
+				return err
+			}
 		}
+	}
+}
+
+// Drain returns once Read has handed fn the totals as they are now (or
+// ctx is done), so that an API answer is current, not up to a poll
+// period old.
+func (t *Totals[V]) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case t.drains <- done:
+	case <-ctx.Done():
+		return fmt.Errorf("drain %s totals: %w", t.name, ctx.Err())
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain %s totals: %w", t.name, ctx.Err())
 	}
 }
 

@@ -20,7 +20,12 @@ type Ring[T any] struct {
 	name     string
 	rd       *ringbuf.Reader
 	consumed atomic.Uint64
+	drains   chan chan struct{} // Drain requests, served by Read
 }
+
+// maxDrains bounds the Drain requests queued at once; more wait (within
+// their context) for room.
+const maxDrains = 64
 
 // NewRing opens a reader on m; name labels errors.
 func NewRing[T any](name string, m *ebpf.Map) (*Ring[T], error) {
@@ -28,11 +33,12 @@ func NewRing[T any](name string, m *ebpf.Map) (*Ring[T], error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s ring buffer: %w", name, err)
 	}
-	return &Ring[T]{name: name, rd: rd}, nil
+	return &Ring[T]{name: name, rd: rd, drains: make(chan chan struct{}, maxDrains)}, nil
 }
 
 // PollEvery is how often a reader looks for records submitted without a
-// wakeup (submit_batched in bpf/gopulse.h): the longest a record waits.
+// wakeup (submit_batched in bpf/gopulse.h): the longest a record waits
+// when nobody asks (Drain).
 const PollEvery = time.Second
 
 // Read delivers records to fn until the ring is closed or ctx is done. fn
@@ -49,7 +55,14 @@ func (r *Ring[T]) Read(ctx context.Context, fn func(*T)) error {
 	r.rd.SetDeadline(time.Now().Add(PollEvery))
 	for {
 		if err := r.rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+				// A Drain queued while the last one was served may have
+				// had its wakeup consumed by it: serve until none waits.
+				for len(r.drains) > 0 {
+					if err := r.serveDrains(&rec, &v, fn); err != nil {
+						return err
+					}
+				}
 				r.rd.SetDeadline(time.Now().Add(PollEvery))
 				continue
 			}
@@ -58,11 +71,83 @@ func (r *Ring[T]) Read(ctx context.Context, fn func(*T)) error {
 			}
 			return fmt.Errorf("read %s events: %w", r.name, err)
 		}
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &v); err != nil {
-			return fmt.Errorf("decode %s event (%d bytes): %w", r.name, len(rec.RawSample), err)
+		if err := r.deliver(&rec, &v, fn); err != nil {
+			return err
 		}
-		fn(&v)
-		r.consumed.Add(1)
+	}
+}
+
+func (r *Ring[T]) deliver(rec *ringbuf.Record, v *T, fn func(*T)) error {
+	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, v); err != nil {
+		return fmt.Errorf("decode %s event (%d bytes): %w", r.name, len(rec.RawSample), err)
+	}
+	fn(v)
+	r.consumed.Add(1)
+	return nil
+}
+
+// serveDrains answers the Drain requests queued so far: it reads the ring
+// until it is seen empty (a deadline already passed makes ReadInto read
+// what is there without waiting), which is after every request was
+// queued, so each request sees every record submitted before it.
+func (r *Ring[T]) serveDrains(rec *ringbuf.Record, v *T, fn func(*T)) error {
+	var waiting []chan struct{}
+	for len(waiting) < maxDrains {
+		select {
+		case d := <-r.drains:
+			waiting = append(waiting, d)
+			continue
+		default:
+		}
+		break
+	}
+	if len(waiting) == 0 {
+		return nil
+	}
+	defer func() {
+		for _, d := range waiting {
+			close(d)
+		}
+	}()
+	r.rd.SetDeadline(time.Now())
+	for {
+		err := r.rd.ReadInto(rec)
+		switch {
+		case err == nil:
+			if err := r.deliver(rec, v, fn); err != nil {
+				return err
+			}
+		case errors.Is(err, ringbuf.ErrFlushed):
+			// A wakeup of an earlier Drain: keep reading to empty.
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("read %s events: %w", r.name, err)
+		}
+	}
+}
+
+// Drain returns once the reader has delivered every record submitted
+// before the call (or ctx is done: the reader is stopped or stuck). It
+// wakes the reader at once rather than waiting for its next poll: an API
+// answer then includes everything the kernel recorded before the request.
+func (r *Ring[T]) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case r.drains <- done:
+	case <-ctx.Done():
+		return fmt.Errorf("drain %s events: %w", r.name, ctx.Err())
+	}
+	if err := r.rd.Flush(); err != nil {
+		return fmt.Errorf("drain %s events: wake reader: %w", r.name, err)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain %s events: %w", r.name, ctx.Err())
 	}
 }
 

@@ -62,6 +62,7 @@ type Aggregator struct {
 	mu      sync.Mutex
 	procs   map[int]*proc
 	dropped uint64
+	follow  followers // gc -f subscriptions (follow.go)
 }
 
 // New returns an empty aggregator.
@@ -224,6 +225,7 @@ func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
 		p.info.GCLastPauseSeconds = c.PauseSeconds
 		p.info.GCAssistSecondsTotal += c.AssistSeconds
 		p.insert(c, a.cfg.History, true)
+		a.follow.publish(p.info.PID, c)
 		return p, c, true
 	}
 	return p, api.GCCycle{}, false

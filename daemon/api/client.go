@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ const maxAnswerBytes = 64 << 20
 type Client struct {
 	socketPath string
 	hc         *http.Client
+	stream     *http.Client // no overall timeout: streams last until cancelled
 }
 
 // NewClient returns a client for the daemon listening at socketPath
@@ -44,6 +46,7 @@ func NewClient(socketPath string) *Client {
 	return &Client{
 		socketPath: socketPath,
 		hc:         &http.Client{Transport: tr, Timeout: 60 * time.Second},
+		stream:     &http.Client{Transport: tr},
 	}
 }
 
@@ -74,6 +77,57 @@ func (c *Client) GCHistory(ctx context.Context, pid, last int) (GCHistory, error
 		se.err = ErrNoProcess
 	}
 	return h, err
+}
+
+// maxStreamLine bounds one line of a stream (a GCCycle is ~600 bytes).
+const maxStreamLine = 64 << 10
+
+// FollowGC streams pid's GC cycles as they complete: first its last
+// cycles kept (last <= 0: none), then each new one, to fn, in order. It
+// returns nil when the daemon ends the stream (the process exited), the
+// context's error when ctx is done, or fn's error. An unknown pid gives a
+// *StatusError that wraps ErrNoProcess.
+func (c *Client) FollowGC(ctx context.Context, pid, last int, fn func(GCCycle) error) error {
+	path := PathGC + strconv.Itoa(pid) + PathFollowSuffix
+	if last > 0 {
+		path += "?last=" + strconv.Itoa(last)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://gopulsed"+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/x-ndjson")
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return connError(c.socketPath, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		err := statusError(resp, body)
+		if se := (*StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusNotFound {
+			se.err = ErrNoProcess
+		}
+		return err
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 4096), maxStreamLine)
+	for sc.Scan() {
+		var cy GCCycle
+		if err := json.Unmarshal(sc.Bytes(), &cy); err != nil {
+			return fmt.Errorf("cannot decode a cycle streamed by gopulsed for %s: %v", path, err)
+		}
+		if err := fn(cy); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return connError(c.socketPath, err)
+	}
+	return ctx.Err()
 }
 
 // Status returns the daemon's health.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -23,6 +24,25 @@ type Source interface {
 	// wrapping ErrNoProcess.
 	GCHistory(pid int, last int) (GCHistory, error)
 	Status() Status
+}
+
+// Drainer is implemented by a Source whose figures arrive asynchronously
+// (the daemon's ring-buffer readers): the server calls Drain before each
+// answer, so that the answer includes everything recorded before the
+// request arrived. Drain bounds its own wait.
+type Drainer interface {
+	Drain(ctx context.Context)
+}
+
+// Follower is implemented by a Source that streams a process's GC cycles
+// as they complete (GET /v1/gc/PID/follow).
+type Follower interface {
+	// FollowGC returns pid's last cycles kept (last <= 0: none) and a
+	// channel of the cycles completed after them, in order, each once;
+	// the channel is closed when the process exited and its last events
+	// were read, or after stop. An unknown pid gives an error wrapping
+	// ErrNoProcess.
+	FollowGC(pid, last int) (history []GCCycle, cycles <-chan GCCycle, stop func(), err error)
 }
 
 // ErrNoProcess is wrapped by Source.GCHistory for a pid it does not trace,
@@ -42,6 +62,9 @@ const (
 	PathPS     = "/v1/ps"
 	PathGC     = "/v1/gc/" // followed by the pid
 	PathStatus = "/v1/status"
+	// PathGC + PID + PathFollowSuffix streams the cycles (newline-
+	// delimited JSON GCCycle objects, one flushed per completed cycle).
+	PathFollowSuffix = "/follow"
 )
 
 // Server serves a Source as JSON over HTTP/1.1 on a Unix socket.
@@ -49,6 +72,9 @@ type Server struct {
 	src     Source
 	log     *slog.Logger
 	handler http.Handler
+	// stopping is closed when the server shuts down, to end the streams
+	// (which would otherwise hold the graceful shutdown to its timeout).
+	stopping chan struct{}
 
 	// Timeouts, settable by tests.
 	readHeaderTimeout time.Duration
@@ -77,6 +103,7 @@ func NewServer(src Source, log *slog.Logger) *Server {
 		idleTimeout:       60 * time.Second,
 		shutdownTimeout:   3 * time.Second,
 		maxHeaderBytes:    8 << 10,
+		stopping:          make(chan struct{}),
 	}
 	mux := http.NewServeMux()
 	route := func(path string, h http.HandlerFunc) {
@@ -91,11 +118,12 @@ func NewServer(src Source, log *slog.Logger) *Server {
 	}
 	route(PathPS, s.handlePS)
 	route(PathGC+"{pid}", s.handleGC)
+	route(PathGC+"{pid}"+PathFollowSuffix, s.handleFollow)
 	route(PathStatus, s.handleStatus)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound,
-			fmt.Sprintf("unknown route %s %s: the API has GET %s, GET %sPID?last=N and GET %s",
-				r.Method, r.URL.Path, PathPS, PathGC, PathStatus))
+			fmt.Sprintf("unknown route %s %s: the API has GET %s, GET %sPID?last=N, GET %sPID%s?last=N and GET %s",
+				r.Method, r.URL.Path, PathPS, PathGC, PathGC, PathFollowSuffix, PathStatus))
 	})
 	s.handler = s.middleware(mux)
 	return s
@@ -120,6 +148,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ConnContext:       withPeer,
 	}
+	var stopOnce sync.Once
+	srv.RegisterOnShutdown(func() { stopOnce.Do(func() { close(s.stopping) }) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 
@@ -207,7 +237,15 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 	})
 }
 
+// fresh lets the source catch up with what was recorded before r arrived.
+func (s *Server) fresh(r *http.Request) {
+	if d, ok := s.src.(Drainer); ok {
+		d.Drain(r.Context())
+	}
+}
+
 func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
+	s.fresh(r)
 	ps := s.src.Processes()
 	if ps == nil {
 		ps = []Process{}
@@ -216,15 +254,106 @@ func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	s.fresh(r)
 	writeJSON(w, http.StatusOK, s.src.Status())
 }
 
-func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) {
+// pathPID reads the {pid} of the path, answering 400 when it is bad.
+func pathPID(w http.ResponseWriter, r *http.Request) (int, bool) {
 	raw := r.PathValue("pid")
 	pid, err := strconv.Atoi(raw)
 	if err != nil || pid <= 0 || pid >= MaxPID {
 		writeError(w, http.StatusBadRequest,
 			fmt.Sprintf("bad pid %q: expected a process ID, a decimal integer from 1 to %d", raw, MaxPID-1))
+		return 0, false
+	}
+	return pid, true
+}
+
+// streamWriteTimeout bounds each write of a stream: a client that stops
+// reading is dropped, not waited on.
+const streamWriteTimeout = 30 * time.Second
+
+// handleFollow streams a process's GC cycles as they complete, one JSON
+// object a line, until the process exits, the client goes or the server
+// stops. ?last=N first sends the last N cycles kept (absent or 0: none).
+func (s *Server) handleFollow(w http.ResponseWriter, r *http.Request) {
+	pid, ok := pathPID(w, r)
+	if !ok {
+		return
+	}
+	last := 0
+	if _, asked := r.URL.Query()["last"]; asked {
+		n, err := parseLast(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if r.URL.Query().Get("last") != "0" {
+			last = n
+		}
+	}
+	f, ok := s.src.(Follower)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this gopulsed cannot stream GC cycles")
+		return
+	}
+	s.fresh(r)
+	history, cycles, stop, err := f.FollowGC(pid, last)
+	if errors.Is(err, ErrNoProcess) {
+		writeError(w, http.StatusNotFound,
+			fmt.Sprintf("pid %d: %v (gopulse ps lists the traced Go processes)", pid, ErrNoProcess))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("pid %d: follow GC: %v", pid, err))
+		return
+	}
+	defer stop()
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "application/x-ndjson")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	send := func(c *GCCycle) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		if c != nil {
+			b, err := json.Marshal(c)
+			if err != nil {
+				return false
+			}
+			if _, err := w.Write(append(b, '\n')); err != nil {
+				return false
+			}
+		}
+		return rc.Flush() == nil
+	}
+	w.WriteHeader(http.StatusOK)
+	for i := range history {
+		if !send(&history[i]) {
+			return
+		}
+	}
+	if !send(nil) { // the header (and history) now: the client knows it follows
+		return
+	}
+	for {
+		select {
+		case c, ok := <-cycles:
+			if !ok || !send(&c) {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		case <-s.stopping:
+			return
+		}
+	}
+}
+
+func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) {
+	pid, ok := pathPID(w, r)
+	if !ok {
 		return
 	}
 	last, err := parseLast(r)
@@ -232,6 +361,7 @@ func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	s.fresh(r)
 	h, err := s.src.GCHistory(pid, last)
 	if errors.Is(err, ErrNoProcess) {
 		writeError(w, http.StatusNotFound,

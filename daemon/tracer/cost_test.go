@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -12,12 +13,13 @@ import (
 
 type noPrograms struct{}
 
-func (noPrograms) Spec() probes.Spec         { return probes.Spec{} }
-func (noPrograms) Programs() []*ebpf.Program { return nil }
-func (noPrograms) Lost() (uint64, error)     { return 0, nil }
-func (noPrograms) Backlog() (int, uint64)    { return 0, 0 }
-func (noPrograms) Forget(uint32)             {}
-func (noPrograms) Close() error              { return nil }
+func (noPrograms) Spec() probes.Spec           { return probes.Spec{} }
+func (noPrograms) Programs() []*ebpf.Program   { return nil }
+func (noPrograms) Lost() (uint64, error)       { return 0, nil }
+func (noPrograms) Backlog() (int, uint64)      { return 0, 0 }
+func (noPrograms) Forget(uint32)               {}
+func (noPrograms) Drain(context.Context) error { return nil }
+func (noPrograms) Close() error                { return nil }
 
 // Reading status changes no rate: the API, the exporter and sd_notify
 // read the sampler's window, none of them moves it.

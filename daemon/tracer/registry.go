@@ -31,6 +31,9 @@ type family interface {
 	Programs() []*ebpf.Program
 	Lost() (uint64, error)
 	Backlog() (pending int, consumed uint64)
+	// Drain returns once the reader has handed on what the kernel side
+	// recorded before the call.
+	Drain(ctx context.Context) error
 	// Forget drops the kernel-side state of an exited process.
 	Forget(pid uint32)
 	Close() error

@@ -312,3 +312,14 @@ func Gcload(t testing.TB, shape fixturebuild.Shape) string {
 	t.Helper()
 	return fixturebuild.Build(t, "gcload", shape)
 }
+
+// RunFixture2 runs a fixture printing "ready" then "done" to completion.
+func RunFixture2(t testing.TB, bin string, env []string, args ...string) *Fixture {
+	t.Helper()
+	f := StartFixture(t, bin, env, args...)
+	f.Expect("done")
+	if err := f.Cmd.Wait(); err != nil {
+		t.Fatalf("fixture %s: %v", bin, err)
+	}
+	return f
+}

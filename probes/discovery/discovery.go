@@ -91,6 +91,10 @@ func (d *Discovery) Read(ctx context.Context, fn func(Event)) error {
 	})
 }
 
+// Drain returns once every event submitted before the call was handed to
+// Read's fn (see probes.Ring.Drain).
+func (d *Discovery) Drain(ctx context.Context) error { return d.ring.Drain(ctx) }
+
 // Backlog is the unread bytes in the ring buffer and the records read so
 // far: a backlog that stays while the count stands still is a stuck reader.
 func (d *Discovery) Backlog() (pending int, consumed uint64) { return d.ring.Backlog() }

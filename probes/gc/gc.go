@@ -71,6 +71,8 @@ type Family struct {
 	nextKey uint32
 	readers map[uint32]*reader
 	pending []Event // tracking results, handed to the reader loop
+
+	polls chan chan struct{} // Drain's requests for a reading now
 }
 
 // bin is what the family learns of a binary once.
@@ -87,7 +89,8 @@ func New() (*Family, error) { return Load(probes.Env{}) }
 
 // Load loads the GC program into the kernel; env says where procfs is.
 func Load(env probes.Env) (*Family, error) {
-	f := &Family{every: time.Second, layouts: map[goinspect.FileID]uint32{}, books: map[uint32]probes.Books{}, readers: map[uint32]*reader{}}
+	f := &Family{every: time.Second, layouts: map[goinspect.FileID]uint32{}, books: map[uint32]probes.Books{},
+		readers: map[uint32]*reader{}, polls: make(chan chan struct{}, 64)}
 	f.bins.ProcRoot = env.Proc()
 	if err := loadGcObjects(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
@@ -293,12 +296,22 @@ func (f *Family) Read(ctx context.Context, fn func(Event)) error {
 		defer close(polled)
 		tick := time.NewTicker(f.every)
 		defer tick.Stop()
+		var asked []chan struct{}
 		for {
 			f.Poll(deliver)
+			for _, done := range asked {
+				close(done)
+			}
+			asked = asked[:0]
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
+			case done := <-f.polls:
+				asked = append(asked, done)
+				for len(f.polls) > 0 {
+					asked = append(asked, <-f.polls)
+				}
 			}
 		}
 	}()
@@ -372,6 +385,28 @@ func (f *Family) decode(rec *gcGcRecord) (Event, bool) {
 		return Event{PID: int(rec.Pid), Kind: KindError, Err: fmt.Sprintf("cycle books: %v", err)}, true
 	}
 	return Event{PID: int(rec.Pid), Kind: KindCycle, Cycle: c}, true
+}
+
+// Drain returns once every cycle record submitted before the call, and a
+// reading of every tracked process's books taken after it, were handed to
+// Read's fn (see probes.Ring.Drain): an answer includes the cycles the
+// runtime completed before the question.
+func (f *Family) Drain(ctx context.Context) error {
+	if err := f.ring.Drain(ctx); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	select {
+	case f.polls <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Backlog reports the ring buffer's unread bytes and the events read.

@@ -109,6 +109,10 @@ func (f *Family) Forget(pid uint32) {
 	f.syms.Forget(pid)
 }
 
+// Drain returns once every event submitted before the call was handed to
+// Read's fn (see probes.Ring.Drain).
+func (f *Family) Drain(ctx context.Context) error { return f.ring.Drain(ctx) }
+
 // Read hands every event to fn until the family is closed or ctx is done.
 func (f *Family) Read(ctx context.Context, fn func(*Event)) error {
 	var ev Event

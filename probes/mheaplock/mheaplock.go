@@ -125,6 +125,10 @@ func (f *Family) Method(pid uint32) string {
 // Forget drops an exited process's kernel-side state.
 func (f *Family) Forget(pid uint32) { _ = f.objs.LockProcs.Delete(pid) }
 
+// Drain returns once Read has handed fn the totals as they are now (see
+// probes.Totals.Drain).
+func (f *Family) Drain(ctx context.Context) error { return f.totals.Drain(ctx) }
+
 // Read polls the per-process totals every second and hands each to fn.
 func (f *Family) Read(ctx context.Context, fn func(ev *Event)) error {
 	return f.totals.Read(ctx, time.Second, toEvent(fn))

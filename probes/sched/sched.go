@@ -192,6 +192,10 @@ func (f *Family) Latency(pid uint32) *GoLatency { return f.latency(pid) }
 // Lookup returns pid's totals.
 func (f *Family) Lookup(pid uint32) (Proc, bool) { return f.totals.Lookup(pid) }
 
+// Drain returns once Read has handed fn the totals as they are now (see
+// probes.Totals.Drain).
+func (f *Family) Drain(ctx context.Context) error { return f.totals.Drain(ctx) }
+
 // Backlog: totals are polled, nothing queues.
 func (f *Family) Backlog() (int, uint64) { return f.totals.Backlog() }
 

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
 )
@@ -30,10 +33,12 @@ pauses...) of every Go process on this host.
 
 Commands:
   ps            list the traced Go processes
-  gc PID        show the last GC cycles of a process, gctrace style
+  gc PID        show the last GC cycles of a process, gctrace style (-f: follow)
   lock PID      show the heap lock contention of a process (mheaplock family)
   mem PID       show the memory a process returned to the OS (madvise family)
   sched PID     show how a process's threads are scheduled (sched family)
+  top           live view of the traced processes (-b: plain snapshots)
+  doctor [PID]  diagnose: findings with their numbers and the knob to try
   status        show the daemon's health: probes, binaries, lost events
   help [CMD]    show this help, or a command's
 
@@ -51,6 +56,13 @@ type options struct {
 	socket string
 	output string
 	last   int
+	all    bool          // ps: exited processes too
+	sort   string        // ps: --sort COLUMN
+	follow bool          // gc: -f
+	batch  bool          // top: -b
+	iters  int           // top: -n
+	delay  float64       // top: -d, seconds
+	window time.Duration // top, doctor: the span of the live figures
 }
 
 type command struct {
@@ -65,18 +77,49 @@ type command struct {
 var commands = []*command{
 	{
 		name:    "ps",
-		summary: "List the traced Go processes: GC cycles, forced cycles, pauses, rate, state.",
-		exec:    execPS,
+		summary: "List the traced Go processes that run: GC cycles, forced cycles, pauses, rate, heap, goal, GOGC, memory limit, goroutines, heap lock, memory released, scheduling, state. -a adds the exited ones.",
+		extra: func(fs *flag.FlagSet, o *options) {
+			fs.BoolVar(&o.all, "a", false, "list the exited processes too (kept for the daemon's --forget-after)")
+			fs.BoolVar(&o.all, "all", false, "same as -a")
+			fs.StringVar(&o.sort, "sort", "pid", "sort by `COLUMN` (a header, any case: gc, cycles/s, goal...); -COLUMN for descending")
+		},
+		exec: execPS,
 	},
 	{
 		name:    "gc",
 		args:    "PID",
-		summary: "Show the last GC cycles of process PID, oldest first, one gctrace-like line each.",
+		summary: "Show the last GC cycles of process PID, oldest first, one gctrace-like line each. With -f, then follow: one line per cycle as it completes (streamed by the daemon), until the process exits or the command is interrupted; -o json streams one JSON object a line.",
 		nargs:   1,
 		extra: func(fs *flag.FlagSet, o *options) {
 			fs.IntVar(&o.last, "last", defaultLast, "show the last `N` cycles (0: all the daemon kept)")
+			fs.BoolVar(&o.follow, "f", false, "follow: print each cycle as it completes")
+			fs.BoolVar(&o.follow, "follow", false, "same as -f")
 		},
 		exec: execGC,
+	},
+	{
+		name:    "top",
+		summary: "Live full-screen view of the traced Go processes: GC/s, GC CPU share, pause p99 and max, heap, goal and limit, goroutines, goroutine scheduling p99, heap-lock wait, memory released; keys: q quit, arrows/j k select, enter detail (sparklines of pauses and heap), left/right or < > sort column, r reverse, / filter, a exited processes. -b prints plain snapshots instead, as top -b does.",
+		extra: func(fs *flag.FlagSet, o *options) {
+			fs.BoolVar(&o.batch, "b", false, "batch mode: print plain snapshots (no terminal needed)")
+			fs.BoolVar(&o.batch, "batch", false, "same as -b")
+			fs.IntVar(&o.iters, "n", 0, "batch mode: stop after `N` snapshots (0: until interrupted)")
+			fs.Float64Var(&o.delay, "d", 2, "`SECONDS` between refreshes")
+			fs.StringVar(&o.sort, "sort", "-gc-cpu", "sort by `COLUMN` (a header, any case); -COLUMN for descending")
+			fs.BoolVar(&o.all, "a", false, "show the exited processes too")
+			fs.DurationVar(&o.window, "window", defaultWindow, "span of the pause and GC CPU figures")
+		},
+		exec: execTop,
+	},
+	{
+		name:    "doctor",
+		args:    "[PID]",
+		summary: "Diagnose from the figures: each finding with its numbers, severity and the runtime knob to try (GOGC, GOMEMLIMIT, GOMAXPROCS...), worst first; without PID, every running process and the daemon's own trust (lost events, families not running). README lists the rules and thresholds.",
+		nargs:   -1,
+		extra: func(fs *flag.FlagSet, o *options) {
+			fs.DurationVar(&o.window, "window", defaultWindow, "span of the pause and GC CPU figures")
+		},
+		exec: execDoctor,
 	},
 	{
 		name:    "lock",
@@ -185,7 +228,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	c := api.NewClient(o.socket)
-	if err := cmd.exec(context.Background(), c, o, pos, stdout); err != nil {
+	// Interrupting ends a follow or a live view cleanly (exit 0).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.exec(ctx, c, o, pos, stdout); err != nil {
 		fmt.Fprintf(stderr, "gopulse: %v\n", err)
 		return exitError
 	}
@@ -234,8 +280,41 @@ func validate(cmd *command, o *options, pos []string) error {
 	if o.socket == "" {
 		return errors.New("empty --socket path")
 	}
+	if o.sort != "" && cmd.name == "ps" {
+		if _, err := parsePSSort(o.sort); err != nil {
+			return err
+		}
+	}
+	if cmd.name == "top" {
+		if _, err := parseTopSort(o.sort); err != nil {
+			return err
+		}
+		if !(o.delay >= 0.1) || o.delay > 3600 {
+			return fmt.Errorf("bad -d %v: expected seconds between refreshes, 0.1 to 3600", o.delay)
+		}
+		if o.iters < 0 {
+			return fmt.Errorf("bad -n %d: expected a number of snapshots (0: until interrupted)", o.iters)
+		}
+		if o.window < time.Second || o.window > time.Hour {
+			return fmt.Errorf("bad --window %v: expected 1s to 1h", o.window)
+		}
+	}
 	if o.last < 0 {
 		return fmt.Errorf("bad --last %d: expected a non-negative number of cycles (0: all kept)", o.last)
+	}
+	if cmd.nargs < 0 { // an optional PID
+		if len(pos) > 1 {
+			return fmt.Errorf("%s: too many arguments: %q", cmd.name, strings.Join(pos[1:], " "))
+		}
+		if len(pos) == 1 {
+			if _, err := parsePID(pos[0]); err != nil {
+				return err
+			}
+		}
+		if o.window < time.Second || o.window > time.Hour {
+			return fmt.Errorf("bad --window %v: expected 1s to 1h", o.window)
+		}
+		return nil
 	}
 	if len(pos) != cmd.nargs {
 		if cmd.nargs == 0 {
@@ -288,6 +367,12 @@ func execPS(ctx context.Context, c *api.Client, o *options, _ []string, stdout i
 	if err != nil {
 		return err
 	}
+	ps = selectPS(ps, o.all)
+	by, err := parsePSSort(o.sort)
+	if err != nil {
+		return err
+	}
+	sortPS(ps, by)
 	if o.output == "json" {
 		if ps == nil {
 			ps = []api.Process{}
@@ -301,6 +386,9 @@ func execGC(ctx context.Context, c *api.Client, o *options, args []string, stdou
 	pid, err := parsePID(args[0])
 	if err != nil {
 		return err
+	}
+	if o.follow {
+		return followGC(ctx, c, o, pid, stdout)
 	}
 	h, err := c.GCHistory(ctx, pid, o.last)
 	if err != nil {
@@ -351,5 +439,39 @@ func writeJSON(w io.Writer, v any) error {
 		return err
 	}
 	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// followGC prints pid's cycles as the daemon streams them; a gap in the
+// runtime's cycle numbers (events lost in the kernel ring, or dropped for
+// a reader too slow) is said in the table output.
+func followGC(ctx context.Context, c *api.Client, o *options, pid int, stdout io.Writer) error {
+	last := o.last
+	if last == 0 {
+		last = api.MaxLast
+	}
+	var prev uint64
+	err := c.FollowGC(ctx, pid, last, func(cy api.GCCycle) error {
+		if o.output == "json" {
+			b, err := json.Marshal(cy)
+			if err != nil {
+				return err
+			}
+			_, err = stdout.Write(append(b, '\n'))
+			return err
+		}
+		if prev != 0 && cy.Seq > prev+1 {
+			fmt.Fprintf(stdout, "(%d cycles not seen)\n", cy.Seq-prev-1)
+		}
+		prev = cy.Seq
+		_, err := io.WriteString(stdout, gctraceLine(cy)+"\n")
+		return err
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil // interrupted: the normal end of a follow
+	}
+	if ce := (*api.ConnError)(nil); errors.As(err, &ce) && ctx.Err() != nil {
+		return nil
+	}
 	return err
 }

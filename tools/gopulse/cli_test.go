@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -57,11 +58,21 @@ func TestTableOutput(t *testing.T) {
 		args  []string
 		check func(t *testing.T, out string)
 	}{
-		{"ps", []string{s, "ps"}, func(t *testing.T, out string) {
+		{"ps running only", []string{s, "ps"}, func(t *testing.T, out string) {
+			if row(out, "1234") == nil || row(out, "77") != nil {
+				t.Errorf("want 1234 (running) and not 77 (exited):\n%s", out)
+			}
+		}},
+		{"ps sort descending", []string{s, "ps", "-a", "--sort", "-total-pause"}, func(t *testing.T, out string) {
+			if strings.Index(out, "\n77 ") > strings.Index(out, "\n1234 ") {
+				t.Errorf("not sorted by total pause, descending:\n%s", out)
+			}
+		}},
+		{"ps", []string{s, "ps", "--all"}, func(t *testing.T, out string) {
 			want := map[string][]string{
-				"PID":  {"PID", "EXE", "GO", "GC", "FORCED", "TOTAL-PAUSE", "LAST-PAUSE", "CYCLES/S", "HEAPLOCK-WAIT", "RELEASED", "RSS", "RUNQ-P99", "GSCHED-P99", "THREADS", "STATE"},
-				"1234": {"1234", "gcload", "go1.22.3", "42", "3", "1.2ms", "66µs", "0.50", "-", "-", "-", "-", "-", "-", "running"},
-				"77":   {"77", "server", "go1.21.0", "7", "0", "2.5s", "250ms", "0.07", "-", "-", "-", "-", "-", "-", "exited"},
+				"PID":  {"PID", "EXE", "GO", "GC", "FORCED", "TOTAL-PAUSE", "LAST-PAUSE", "CYCLES/S", "HEAP", "GOAL", "GOGC", "LIMIT", "GOROUTINES", "HEAPLOCK-WAIT", "RELEASED", "RSS", "RUNQ-P99", "GSCHED-P99", "THREADS", "STATE"},
+				"1234": {"1234", "gcload", "go1.22.3", "42", "3", "1.2ms", "66µs", "0.50", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "running"},
+				"77":   {"77", "server", "go1.21.0", "7", "0", "2.5s", "250ms", "0.07", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "exited"},
 			}
 			for k, w := range want {
 				if got := row(out, k); !reflect.DeepEqual(got, w) {
@@ -174,8 +185,8 @@ func TestJSONOutput(t *testing.T) {
 		into func() any
 		want any
 	}{
-		{[]string{"ps", "-o", "json"}, func() any { return &[]api.Process{} }, &[]api.Process{fx.procs[1], fx.procs[0]}},
-		{[]string{"ps", "--output=json"}, func() any { return &[]api.Process{} }, &[]api.Process{fx.procs[1], fx.procs[0]}},
+		{[]string{"ps", "-o", "json"}, func() any { return &[]api.Process{} }, &[]api.Process{fx.procs[0]}},
+		{[]string{"ps", "--output=json", "-a"}, func() any { return &[]api.Process{} }, &[]api.Process{fx.procs[1], fx.procs[0]}},
 		{[]string{"gc", "1234", "-o", "json", "--last", "5"}, func() any { return &api.GCHistory{} },
 			&api.GCHistory{Process: fx.procs[0], Cycles: fx.cycles[1234][25:]}},
 		{[]string{"gc", "-o=json", "1234"}, func() any { return &api.GCHistory{} },
@@ -247,16 +258,17 @@ func TestErrors(t *testing.T) {
 		{"--help", []string{"--help"}, 0, nil, []string{"Usage: gopulse"}},
 		{"-h", []string{"-h"}, 0, nil, []string{"Usage: gopulse"}},
 		{"help gc", []string{"help", "gc"}, 0, nil, []string{"Usage: gopulse [--socket PATH] gc [flags] PID", "-last N"}},
+		{"ps bad sort", []string{s, "ps", "--sort", "nope"}, 2, []string{`bad --sort "nope"`, "cycles/s"}, nil},
 		{"ps --help", []string{"ps", "--help"}, 0, nil, []string{"Usage: gopulse [--socket PATH] ps [flags]", "-o format"}},
 		{"status -h", []string{s, "status", "-h"}, 0, nil, []string{"Usage: gopulse [--socket PATH] status"}},
 		// Usage errors.
 		{"no command", nil, 2, []string{"gopulse: missing command", "gopulse help"}, nil},
-		{"unknown command", []string{"top"}, 2, []string{`gopulse: unknown command "top"`}, nil},
-		{"help unknown", []string{"help", "top"}, 2, []string{`unknown command "top"`}, nil},
+		{"unknown command", []string{"htop"}, 2, []string{`gopulse: unknown command "htop"`}, nil},
+		{"help unknown", []string{"help", "htop"}, 2, []string{`unknown command "htop"`}, nil},
 		{"help too many", []string{"help", "ps", "gc"}, 2, []string{"at most one"}, nil},
 		{"unknown global flag", []string{"--sock", "x", "ps"}, 2, []string{"flag provided but not defined: -sock"}, nil},
 		{"missing socket value", []string{"--socket"}, 2, []string{"flag needs an argument"}, nil},
-		{"unknown flag", []string{s, "ps", "--all"}, 2, []string{"flag provided but not defined: -all", "gopulse ps --help"}, nil},
+		{"unknown flag", []string{s, "ps", "--bogus"}, 2, []string{"flag provided but not defined: -bogus", "gopulse ps --help"}, nil},
 		{"bad output", []string{s, "ps", "-o", "yaml"}, 2, []string{`bad output format "yaml": expected table or json`}, nil},
 		{"ps extra arg", []string{s, "ps", "1234"}, 2, []string{`ps takes no arguments, got "1234"`}, nil},
 		{"status extra arg", []string{s, "status", "x"}, 2, []string{"status takes no arguments"}, nil},
@@ -345,6 +357,57 @@ func TestHumanSeconds(t *testing.T) {
 	} {
 		if got := humanSeconds(tt.sec); got != tt.want {
 			t.Errorf("humanSeconds(%g) = %q, want %q", tt.sec, got, tt.want)
+		}
+	}
+}
+
+// The runtime gauges' columns show "-" until the daemon read them, and
+// every column sorts, unknown figures last in both directions.
+func TestPSRuntimeColumnsAndSort(t *testing.T) {
+	src := apitest.NewSource()
+	src.Add(api.Process{PID: 10, Exe: "/bin/a", GCCycles: 5, Runtime: &api.Runtime{
+		GCGoalBytes: 8 << 20, GOGCPercent: 100, MemoryLimitBytes: math.MaxInt64, Goroutines: 12, HeapLiveBytes: 3 << 20}})
+	src.Add(api.Process{PID: 20, Exe: "/bin/b", GCCycles: 50, Runtime: &api.Runtime{
+		GCGoalBytes: 64 << 20, GOGCPercent: -1, MemoryLimitBytes: 64 << 20, Goroutines: 3, HeapLiveBytes: 60 << 20}})
+	src.Add(api.Process{PID: 30, Exe: "/bin/c", GCCycles: 1})
+	sock := apitest.Serve(t, src, nil)
+
+	order := func(out string) []string {
+		var pids []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			pids = append(pids, strings.Fields(l)[0])
+		}
+		return pids
+	}
+	for _, tt := range []struct {
+		sort string
+		want []string
+	}{
+		{"pid", []string{"10", "20", "30"}},
+		{"-gc", []string{"20", "10", "30"}},
+		{"GOAL", []string{"10", "20", "30"}},
+		{"-goal", []string{"20", "10", "30"}},
+		{"goroutines", []string{"20", "10", "30"}},
+		{"-gogc", []string{"20", "10", "30"}}, // off is the largest
+		{"exe", []string{"10", "20", "30"}},
+		{"-exe", []string{"30", "20", "10"}},
+	} {
+		code, out, e := runCLI("--socket", sock, "ps", "--sort", tt.sort)
+		if code != 0 {
+			t.Fatalf("--sort %s: exit %d: %s", tt.sort, code, e)
+		}
+		if got := order(out); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("--sort %s: order %v, want %v\n%s", tt.sort, got, tt.want, out)
+		}
+	}
+	_, out, _ := runCLI("--socket", sock, "ps")
+	for pid, want := range map[string][]string{
+		"10": {"8MiB", "100", "none", "12"},
+		"20": {"64MiB", "off", "64MiB", "3"},
+		"30": {"-", "-", "-", "-"},
+	} {
+		if got := row(out, pid)[9:13]; !reflect.DeepEqual(got, want) {
+			t.Errorf("pid %s GOAL GOGC LIMIT GOROUTINES = %q, want %q", pid, got, want)
 		}
 	}
 }

@@ -22,41 +22,6 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-func writePS(w io.Writer, ps []api.Process) error {
-	if len(ps) == 0 {
-		_, err := fmt.Fprintln(w, "no Go process traced")
-		return err
-	}
-	tw := newTable(w)
-	fmt.Fprintln(tw, "PID\tEXE\tGO\tGC\tFORCED\tTOTAL-PAUSE\tLAST-PAUSE\tCYCLES/S\tHEAPLOCK-WAIT\tRELEASED\tRSS\tRUNQ-P99\tGSCHED-P99\tTHREADS\tSTATE")
-	for _, p := range ps {
-		lockWait, released, rss, rq, gsched, threads := "-", "-", "-", "-", "-", "-"
-		if p.MheapLock != nil {
-			lockWait = humanSeconds(p.MheapLock.WaitSeconds)
-		}
-		if p.Madvise != nil {
-			released = humanBytes(p.Madvise.ReleasedBytes)
-			if p.Exited == nil {
-				rss = humanBytes(p.Madvise.RSSBytes)
-			}
-		}
-		if p.Sched != nil {
-			rq = humanSeconds(p.Sched.RunQueueLatency.P99Seconds)
-			threads = strconv.Itoa(p.Sched.Threads)
-			if g := p.Sched.GoroutineLatency; g != nil && g.Count > 0 {
-				gsched = humanSeconds(g.P99Seconds)
-			}
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			p.PID, exeName(p.Exe), orDash(p.GoVersion),
-			p.GCCycles, p.GCForcedCycles,
-			humanSeconds(p.GCPauseSecondsTotal), humanSeconds(p.GCLastPauseSeconds),
-			strconv.FormatFloat(p.GCCyclesPerSecond, 'f', 2, 64),
-			lockWait, released, rss, rq, gsched, threads, state(p))
-	}
-	return tw.Flush()
-}
-
 // writeGC prints a process's GC history; last is how many cycles were asked
 // for (0: all kept).
 func writeGC(w io.Writer, h api.GCHistory, last int) error {
@@ -514,18 +479,4 @@ func writeSched(w io.Writer, p api.Process) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func gogcString(p int64) string {
-	if p < 0 {
-		return "off"
-	}
-	return strconv.FormatInt(p, 10)
-}
-
-func limitString(l int64) string {
-	if l == math.MaxInt64 {
-		return "none"
-	}
-	return humanBytes(uint64(l))
 }
