@@ -143,6 +143,8 @@ type counters struct {
 	hits       uint64 // runs of all its programs (status, every family)
 	uprobeHits uint64 // of those, uprobes: each a trap in a traced thread
 	otherRunNs uint64 // kernel run_time_ns of its non-uprobe programs
+	gcRecords  uint64 // GC cycles of every traced process the gc family's probe recorded (events + lost)
+	gcTraps    uint64 // the gc family's uprobe hits
 }
 
 func (d *benchDaemon) counters(ctx context.Context) (counters, error) {
@@ -154,6 +156,9 @@ func (d *benchDaemon) counters(ctx context.Context) (counters, error) {
 	for _, f := range st.Families {
 		c.hits += f.Hits
 		c.uprobeHits += f.UprobeHits
+		if f.Name == "gc" {
+			c.gcRecords, c.gcTraps = f.Events+f.LostEvents, f.UprobeHits
+		}
 	}
 	// The status gives run time only as a recent rate; the cumulative
 	// figure is in the fdinfo of the program fds the daemon holds.
@@ -174,6 +179,8 @@ func (c counters) sub(before counters) counters {
 		hits:       c.hits - min(before.hits, c.hits),
 		uprobeHits: c.uprobeHits - min(before.uprobeHits, c.uprobeHits),
 		otherRunNs: c.otherRunNs - min(before.otherRunNs, c.otherRunNs),
+		gcRecords:  c.gcRecords - min(before.gcRecords, c.gcRecords),
+		gcTraps:    c.gcTraps - min(before.gcTraps, c.gcTraps),
 	}
 }
 

@@ -180,9 +180,12 @@ func (e *env) gcTable(ctx context.Context, ws []workload, rounds int) error {
 		}
 		progress("%s --probes gc (GC table): wall %s", w.key, fmtRatio(p.wallRatios()))
 		seen := p.tracedMedian(func(t traced) float64 { return float64(t.gcSeen) })
+		// The gc family's traps over the cycles its probe recorded in every
+		// traced process during the run (other Go programs on the host
+		// run cycles too, and the daemon traces them all).
 		perCycle := "-"
-		if seen > 0 {
-			perCycle = fmt.Sprintf("%.2f", p.traps()/seen)
+		if rec := p.tracedMedian(func(t traced) float64 { return float64(t.delta.gcRecords) }); rec > 0 {
+			perCycle = fmt.Sprintf("%.2f", p.tracedMedian(func(t traced) float64 { return float64(t.delta.gcTraps) })/rec)
 		}
 		fmt.Printf("| %s | %.3fs → %.3fs | %s | %.3fs → %.3fs | %s | %.0f / %.0f | %s | %s | %s | %s |\n", w.name,
 			p.plainMedian(wallSec), p.tracedWall(), fmtRatio(p.wallRatios()),
