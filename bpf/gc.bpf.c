@@ -19,6 +19,7 @@
  * in-flight state per process is enough.
  */
 #include "gopulse.h"
+#include "cookie.h"
 #include "gc.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -114,7 +115,7 @@ int gc_start_cycle(struct pt_regs *ctx)
 	/* Read every register first: the verifier rejects ctx accesses the
 	 * compiler turns into pointer arithmetic later on. */
 	__u64 c = GO_ARG1(ctx), mark_start = GO_ARG2(ctx), kind = GO_ARG4(ctx);
-	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u64 cookie = gp_cookie(ctx);
 	struct gc_state *st = state_for(current_tgid());
 	if (!st)
 		return 0;
@@ -139,7 +140,7 @@ SEC("uprobe")
 int gc_end_cycle(struct pt_regs *ctx)
 {
 	__u64 c = GO_ARG1(ctx), now = GO_ARG2(ctx);
-	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u64 cookie = gp_cookie(ctx);
 	struct gc_state *st = state_for(current_tgid());
 	if (!st)
 		return 0;

@@ -34,12 +34,22 @@ const (
 type Family struct {
 	objs gcObjects
 	ring *probes.Ring[Event]
+	// cookies: the kernel has BPF attach cookies; else the programs read
+	// their per-binary constants from objs.GpCookies (bpf/cookie.h).
+	cookies bool
 }
 
 // New loads the GC programs into the kernel.
 func New() (*Family, error) {
 	f := &Family{}
-	if err := loadGcObjects(&f.objs, nil); err != nil {
+	spec, err := loadGc()
+	if err != nil {
+		return nil, fmt.Errorf("load gc spec: %w", err)
+	}
+	if f.cookies, err = probes.SetCookieMode(spec); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
 	}
 	ring, err := probes.NewRing[Event](Name, f.objs.GcEvents)
@@ -56,8 +66,13 @@ func (f *Family) Spec() probes.Spec {
 	offsets := func(fa probes.Facts) uint64 {
 		return uint64(fa.HeapLiveOffset) | uint64(fa.AssistTimeOffset)<<16
 	}
+	var cookieMap *ebpf.Map
+	if !f.cookies {
+		cookieMap = f.objs.GpCookies
+	}
 	return probes.Spec{
-		Family: Name,
+		Family:    Name,
+		CookieMap: cookieMap,
 		Uprobes: []probes.Uprobe{
 			{Symbol: "runtime.(*gcControllerState).startCycle", Entry: f.objs.GcStartCycle, Cookie: offsets},
 			{Symbol: "runtime.(*gcControllerState).endCycle", Entry: f.objs.GcEndCycle, Cookie: offsets},

@@ -42,6 +42,13 @@ type gcGcState struct {
 	_     [7]byte
 }
 
+type gcGpCookieKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint64
+	Off uint64
+}
+
 type gcStwEntry struct {
 	_       structs.HostLayout
 	Started int64
@@ -56,6 +63,7 @@ const (
 	gcMapGcEvents            = "gc_events"
 	gcMapGcLost              = "gc_lost"
 	gcMapGcStates            = "gc_states"
+	gcMapGpCookies           = "gp_cookies"
 	gcMapStwEntries          = "stw_entries"
 	gcProgGcEndCycle         = "gc_end_cycle"
 	gcProgGcFinishTransition = "gc_finish_transition"
@@ -64,6 +72,7 @@ const (
 	gcProgGcStartCycle       = "gc_start_cycle"
 	gcProgGcStwStartEntry    = "gc_stw_start_entry"
 	gcProgGcStwStartRet      = "gc_stw_start_ret"
+	gcVarGpNoCookies         = "gp_no_cookies"
 	gcVarUnusedGcEvent       = "unused_gc_event"
 )
 
@@ -125,6 +134,7 @@ type gcMapSpecs struct {
 	GcEvents   *ebpf.MapSpec `ebpf:"gc_events"`
 	GcLost     *ebpf.MapSpec `ebpf:"gc_lost"`
 	GcStates   *ebpf.MapSpec `ebpf:"gc_states"`
+	GpCookies  *ebpf.MapSpec `ebpf:"gp_cookies"`
 	StwEntries *ebpf.MapSpec `ebpf:"stw_entries"`
 }
 
@@ -132,6 +142,7 @@ type gcMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcVariableSpecs struct {
+	GpNoCookies   *ebpf.VariableSpec `ebpf:"gp_no_cookies"`
 	UnusedGcEvent *ebpf.VariableSpec `ebpf:"unused_gc_event"`
 }
 
@@ -158,6 +169,7 @@ type gcMaps struct {
 	GcEvents   *ebpf.Map `ebpf:"gc_events"`
 	GcLost     *ebpf.Map `ebpf:"gc_lost"`
 	GcStates   *ebpf.Map `ebpf:"gc_states"`
+	GpCookies  *ebpf.Map `ebpf:"gp_cookies"`
 	StwEntries *ebpf.Map `ebpf:"stw_entries"`
 }
 
@@ -166,6 +178,7 @@ func (m *gcMaps) Close() error {
 		m.GcEvents,
 		m.GcLost,
 		m.GcStates,
+		m.GpCookies,
 		m.StwEntries,
 	)
 }
@@ -174,6 +187,7 @@ func (m *gcMaps) Close() error {
 //
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcVariables struct {
+	GpNoCookies   *ebpf.Variable `ebpf:"gp_no_cookies"`
 	UnusedGcEvent *ebpf.Variable `ebpf:"unused_gc_event"`
 }
 

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type mheaplockGpCookieKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint64
+	Off uint64
+}
+
 type mheaplockLockProc struct {
 	_              structs.HostLayout
 	MheapAddr      uint64
@@ -36,11 +43,13 @@ type mheaplockLockWait struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	mheaplockMapGpCookies       = "gp_cookies"
 	mheaplockMapLockProcs       = "lock_procs"
 	mheaplockMapLockWaits       = "lock_waits"
 	mheaplockProgLockFutexEnter = "lock_futex_enter"
 	mheaplockProgLockFutexExit  = "lock_futex_exit"
 	mheaplockProgLockSleep      = "lock_sleep"
+	mheaplockVarGpNoCookies     = "gp_no_cookies"
 	mheaplockVarUnusedLockProc  = "unused_lock_proc"
 )
 
@@ -95,6 +104,7 @@ type mheaplockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mheaplockMapSpecs struct {
+	GpCookies *ebpf.MapSpec `ebpf:"gp_cookies"`
 	LockProcs *ebpf.MapSpec `ebpf:"lock_procs"`
 	LockWaits *ebpf.MapSpec `ebpf:"lock_waits"`
 }
@@ -103,6 +113,7 @@ type mheaplockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mheaplockVariableSpecs struct {
+	GpNoCookies    *ebpf.VariableSpec `ebpf:"gp_no_cookies"`
 	UnusedLockProc *ebpf.VariableSpec `ebpf:"unused_lock_proc"`
 }
 
@@ -126,12 +137,14 @@ func (o *mheaplockObjects) Close() error {
 //
 // It can be passed to loadMheaplockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mheaplockMaps struct {
+	GpCookies *ebpf.Map `ebpf:"gp_cookies"`
 	LockProcs *ebpf.Map `ebpf:"lock_procs"`
 	LockWaits *ebpf.Map `ebpf:"lock_waits"`
 }
 
 func (m *mheaplockMaps) Close() error {
 	return _MheaplockClose(
+		m.GpCookies,
 		m.LockProcs,
 		m.LockWaits,
 	)
@@ -141,6 +154,7 @@ func (m *mheaplockMaps) Close() error {
 //
 // It can be passed to loadMheaplockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mheaplockVariables struct {
+	GpNoCookies    *ebpf.Variable `ebpf:"gp_no_cookies"`
 	UnusedLockProc *ebpf.Variable `ebpf:"unused_lock_proc"`
 }
 

@@ -35,13 +35,14 @@ type schedThreadState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	schedMapSchedProcs      = "sched_procs"
-	schedMapSchedThreads    = "sched_threads"
-	schedProgSchedExit      = "sched_exit"
-	schedProgSchedSwitch    = "sched_switch"
-	schedProgSchedWakeup    = "sched_wakeup"
-	schedProgSchedWakeupNew = "sched_wakeup_new"
-	schedVarUnusedSchedProc = "unused_sched_proc"
+	schedMapSchedProcs        = "sched_procs"
+	schedMapSchedThreads      = "sched_threads"
+	schedProgSchedExit        = "sched_exit"
+	schedProgSchedSwitch      = "sched_switch"
+	schedProgSchedWakeup      = "sched_wakeup"
+	schedProgSchedWakeupNew   = "sched_wakeup_new"
+	schedVarSchedPrevStateArg = "sched_prev_state_arg"
+	schedVarUnusedSchedProc   = "unused_sched_proc"
 )
 
 // loadSched returns the embedded CollectionSpec for sched.
@@ -104,7 +105,8 @@ type schedMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedVariableSpecs struct {
-	UnusedSchedProc *ebpf.VariableSpec `ebpf:"unused_sched_proc"`
+	SchedPrevStateArg *ebpf.VariableSpec `ebpf:"sched_prev_state_arg"`
+	UnusedSchedProc   *ebpf.VariableSpec `ebpf:"unused_sched_proc"`
 }
 
 // schedObjects contains all objects after they have been loaded into the kernel.
@@ -142,7 +144,8 @@ func (m *schedMaps) Close() error {
 //
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedVariables struct {
-	UnusedSchedProc *ebpf.Variable `ebpf:"unused_sched_proc"`
+	SchedPrevStateArg *ebpf.Variable `ebpf:"sched_prev_state_arg"`
+	UnusedSchedProc   *ebpf.Variable `ebpf:"unused_sched_proc"`
 }
 
 // schedPrograms contains all programs after they have been loaded into the kernel.

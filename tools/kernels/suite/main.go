@@ -393,6 +393,23 @@ func (s *suite) checkGC(ctx context.Context, toolchain string) {
 	case dev > 0.15:
 		err = errors.New("pause total more than 15% off")
 	}
+	// The heap figures come from per-binary struct offsets (attach cookies
+	// or their map fallback): zero means the program did not get them.
+	if err == nil {
+		h, herr := s.client.GCHistory(ctx, f.pid, 0)
+		if herr != nil {
+			err = fmt.Errorf("gopulse gc: %w", herr)
+		}
+		for _, c := range h.Cycles {
+			if !c.BeforeProbes && !c.Partial && (c.HeapStartBytes == 0 || c.HeapEndBytes == 0) {
+				err = fmt.Errorf("cycle %d: heap_start_bytes %d, heap_end_bytes %d: the probe's constants were not read", c.Seq, c.HeapStartBytes, c.HeapEndBytes)
+				break
+			}
+		}
+		if n := len(h.Cycles); n > 0 {
+			detail += fmt.Sprintf(", last cycle heap %d -> %d bytes", h.Cycles[n-1].HeapStartBytes, h.Cycles[n-1].HeapEndBytes)
+		}
+	}
 	s.check(name, err, "%s", detail)
 	_ = f.finish()
 }
