@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
 )
 
 // Kernel features the families use, probed at load time (never inferred
@@ -69,14 +70,27 @@ func RingBuffer() Feature {
 	})
 }
 
-// TracingPrograms probes BTF-enabled tracepoint programs (tp_btf), which
-// need the kernel's BTF.
+// TracingPrograms probes BTF tracepoint programs (tp_btf), which need the
+// kernel's BTF: it loads a program that does nothing for sched_switch.
+// (features.HaveProgramType(ebpf.Tracing) probes an fentry program, which
+// some kernels refuse where tp_btf works.)
 func TracingPrograms() Feature {
 	return probeFeature("BTF tracepoints (tp_btf) with kernel BTF", "5.5", func() error {
 		if _, err := btf.LoadKernelSpec(); err != nil {
 			return fmt.Errorf("%w: kernel BTF: %v", ebpf.ErrNotSupported, err)
 		}
-		return features.HaveProgramType(ebpf.Tracing)
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sched_switch",
+			License:      "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.E2BIG) {
+				return fmt.Errorf("%w: %v", ebpf.ErrNotSupported, err)
+			}
+			return err
+		}
+		return prog.Close()
 	})
 }
 

@@ -51,7 +51,10 @@ type family interface {
 type familyDef struct {
 	name string
 	dflt bool // in --probes default
-	load func() (family, error)
+	// needs are the kernel features the family uses (kernel.go): probed
+	// before it is loaded, a missing one without fallback keeps it off.
+	needs []need
+	load  func() (family, error)
 	// read consumes f's events until it is closed or ctx is done; count
 	// is called once per event.
 	read func(ctx context.Context, t *Tracer, f family, count func()) error
@@ -59,7 +62,7 @@ type familyDef struct {
 
 var registry = []familyDef{
 	{
-		name: gc.Name, dflt: true,
+		name: gc.Name, dflt: true, needs: []need{needRingBuffer, needCookies},
 		load: func() (family, error) { return gc.New() },
 		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
 			return f.(*gc.Family).Read(ctx, func(ev *gc.Event) {
@@ -70,7 +73,7 @@ var registry = []familyDef{
 	},
 	{
 		// Syscall tracepoints only: no trap in the traced programs.
-		name: madvise.Name, dflt: true,
+		name: madvise.Name, dflt: true, needs: []need{needRingBuffer},
 		load: func() (family, error) { return madvise.New() },
 		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
 			return f.(*madvise.Family).Read(ctx, func(ev *madvise.Event) {
@@ -81,7 +84,11 @@ var registry = []familyDef{
 	},
 	{
 		// Scheduler BTF tracepoints only: no trap in the traced programs.
-		name: sched.Name, dflt: true,
+		name: sched.Name, dflt: true, needs: []need{
+			{probe: probes.TracingPrograms},
+			{probe: probes.SchedSwitchPrevState,
+				fallback: "the switched-out task's state read at the switch (a thread woken meanwhile counts as preempted)"},
+		},
 		load: func() (family, error) { return sched.New() },
 		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
 			return f.(*sched.Family).Read(ctx, func(pid uint32, p *sched.Proc, lat *sched.GoLatency) {
@@ -94,7 +101,7 @@ var registry = []familyDef{
 		// Opt-in: the futex tracepoints run on every futex call of the
 		// host, and on Go >= 1.24 each contended runtime lock sleep is a
 		// uprobe trap.
-		name: mheaplock.Name,
+		name: mheaplock.Name, needs: []need{needCookies},
 		load: func() (family, error) { return mheaplock.New() },
 		read: func(ctx context.Context, t *Tracer, f family, count func()) error {
 			return f.(*mheaplock.Family).Read(ctx, func(pid uint32, p *mheaplock.Proc, method string) {
@@ -155,13 +162,18 @@ type loaded struct {
 	stop   context.CancelFunc
 	done   chan error
 
-	started time.Time
-	costMu  sync.Mutex
-	cost    costSample // last rate sample, for status (cost.go)
+	started   time.Time
+	fallbacks []string // kernel features missing, with the fallback used
+	costMu    sync.Mutex
+	cost      costSample // last rate sample, for status (cost.go)
 }
 
 // startFamily loads, attaches and starts reading a family. t.famMu held.
 func (t *Tracer) startFamily(ctx context.Context, def familyDef) error {
+	fit := fitOf(def)
+	if !fit.Runs() {
+		return fmt.Errorf("kernel lacks %s", strings.Join(fit.Missing, ", "))
+	}
 	t.cost.start()
 	f, err := def.load()
 	if err != nil {
@@ -176,7 +188,11 @@ func (t *Tracer) startFamily(ctx context.Context, def familyDef) error {
 			tr.Track(uint32(pid))
 		}
 	}
-	l := &loaded{def: def, f: f, watch: &readerWatch{name: def.name, src: f}, done: make(chan error, 1), started: time.Now()}
+	if len(fit.Fallbacks) > 0 {
+		t.log.Info("probe family runs with kernel fallbacks", "probe", def.name, "fallbacks", fit.Fallbacks)
+	}
+	l := &loaded{def: def, f: f, watch: &readerWatch{name: def.name, src: f}, done: make(chan error, 1), started: time.Now(),
+		fallbacks: fit.Fallbacks}
 	rctx, stop := context.WithCancel(ctx)
 	l.stop = stop
 	go func() {
