@@ -7,6 +7,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +18,7 @@ import (
 	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/tools/e2etest"
 	"github.com/gopulse/gopulse/tools/fixturebuild"
+	"github.com/gopulse/gopulse/tools/testenv"
 )
 
 // Two daemons trace the same processes, one with attach cookies, one as on
@@ -96,4 +101,37 @@ func history(t *testing.T, d *e2etest.Daemon, pid int) []api.GCCycle {
 
 func cycleFigures(c api.GCCycle) string {
 	return fmt.Sprintf("seq %d heap %d->%d assist %gs pause %gs", c.Seq, c.HeapStartBytes, c.HeapEndBytes, c.AssistSeconds, c.PauseSeconds)
+}
+
+// --check-kernel on the host: every family runs, with no fallback; as on a
+// kernel without attach cookies, gc and mheaplock name the fallback.
+func TestCheckKernel(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := e2etest.DaemonBinary(t)
+	for _, c := range []struct {
+		name     string
+		env      []string
+		fallback bool
+	}{
+		{name: "host"},
+		{name: "no-cookies", env: []string{probes.NoCookiesEnv + "=1"}, fallback: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(bin, "--check-kernel", "--probes", "all")
+			cmd.Env = append(os.Environ(), c.env...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("gopulsed --check-kernel: %v\n%s", err, out)
+			}
+			for _, fam := range []string{"gc", "madvise", "sched", "mheaplock"} {
+				if !regexp.MustCompile(`(?m)^` + fam + ` +runs`).Match(out) {
+					t.Errorf("%s does not run:\n%s", fam, out)
+				}
+			}
+			if got := strings.Count(string(out), "without bpf_get_attach_cookie"); c.fallback && got != 2 || !c.fallback && got != 0 {
+				t.Errorf("%d families name the attach cookie fallback:\n%s", got, out)
+			}
+			t.Logf("\n%s", out)
+		})
+	}
 }

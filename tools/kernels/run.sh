@@ -104,8 +104,9 @@ for k in $matrix; do
 		boot "$img" "$accel" "$log" || true
 		how="qemu-$accel $(basename "$(dirname "$img")")"
 	fi
-	grep -a '^GOPULSE-CHECK\|^check-kernel:' "$log" | tr -d '\r' | sed 's/^/    /' || true
-	verdict=$(grep -a '^GOPULSE-VERDICT' "$log" | tr -d '\r' | tail -n1 || true)
+	# The console may prefix a line with terminal control sequences.
+	grep -ao 'GOPULSE-CHECK.*\|check-kernel:.*' "$log" | tr -d '\r' | sed 's/^/    /' || true
+	verdict=$(grep -ao 'GOPULSE-VERDICT.*' "$log" | tr -d '\r' | tail -n1 || true)
 	[ -n "$verdict" ] || verdict="GOPULSE-VERDICT FAIL (no verdict; console log $log)"
 	line="$k ($how): ${verdict#GOPULSE-VERDICT } wall=$(($(date +%s) - t))s"
 	echo "$line"

@@ -225,7 +225,11 @@ func (s *suite) checkFamilies(ctx context.Context) bool {
 			s.check("family-"+want, errors.New(st.Families[i].Error), "")
 			ok = false
 		default:
-			s.check("family-"+want, nil, "runs")
+			fb := "no kernel fallback"
+			if f := st.Families[i].KernelFallbacks; len(f) > 0 {
+				fb = "kernel fallbacks: " + strings.Join(f, "; ")
+			}
+			s.check("family-"+want, nil, "runs, %s", fb)
 		}
 	}
 	return ok
