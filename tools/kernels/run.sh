@@ -67,19 +67,14 @@ boot() { # vmlinuz accel log -> qemu's exit status
 	timeout 300 qemu-system-x86_64 -accel "$2" -cpu "$cpu" -m 2048 -smp 2 -nographic -no-reboot \
 		-kernel "$1" -initrd "$out/initramfs.gz" -append "console=ttyS0 quiet panic=-1" </dev/null >"$3" 2>&1
 }
-kvm_works() { # vmlinuz: does a KVM guest reach the init within 20 s?
+kvm_works() { # vmlinuz: does a KVM guest reach its init? (here: qemu aborts on
+	# an MSR with -cpu host, nested KVM being what it is)
 	[ -w /dev/kvm ] || return 1
 	local log="$out/kvm-probe.log"
-	qemu-system-x86_64 -accel kvm -cpu host -m 512 -smp 1 -nographic -no-reboot -kernel "$1" \
-		-initrd "$out/initramfs.gz" -append "console=ttyS0 quiet panic=-1 rdinit=/bin/busybox" </dev/null >"$log" 2>&1 &
-	local pid=$! i
-	for i in $(seq 40); do
-		sleep 0.5
-		if ! kill -0 $pid 2>/dev/null; then break; fi
-		if grep -q 'Run /bin/busybox\|BusyBox' "$log"; then kill $pid; wait $pid 2>/dev/null; return 0; fi
-	done
-	kill $pid 2>/dev/null; wait $pid 2>/dev/null
-	return 1
+	# busybox as init prints its usage and exits: the kernel panics, QEMU ends.
+	{ timeout 20 qemu-system-x86_64 -accel kvm -cpu host -m 512 -smp 1 -nographic -no-reboot -kernel "$1" \
+		-initrd "$out/initramfs.gz" -append "console=ttyS0 quiet panic=-1 rdinit=/bin/busybox" </dev/null >"$log" 2>&1; } 2>/dev/null
+	grep -q 'BusyBox' "$log"
 }
 
 results=()
