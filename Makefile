@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/gopulse/gopulse/daemon/tracer.Version=$(VERSION)
 
-.PHONY: all build generate check-clang check-generate test bench vet clean deb
+.PHONY: all build generate check-clang check-generate test test-kernels bench vet clean deb
 
 all: build
 
@@ -43,6 +43,12 @@ check-generate: generate
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
+
+# The suite of tools/kernels/suite on every kernel of the matrix (Debian
+# 11's 5.10, 12's 6.1, 13's 6.12 under QEMU, and the host's own); see
+# tools/kernels/run.sh. Needs root, qemu-system-x86, busybox-static, cpio.
+test-kernels:
+	tools/kernels/run.sh
 
 # The Debian package, dist/gopulse_$(DEB_VERSION)_amd64.deb (packaging/README.md).
 DEB_VERSION ?= $(shell packaging/version.sh)

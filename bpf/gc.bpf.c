@@ -26,6 +26,7 @@
  * the process was attached or however many records were lost.
  */
 #include "gopulse.h"
+#include "cookie.h"
 #include "gc.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -56,7 +57,7 @@ SEC("uprobe")
 int gc_cycle(struct pt_regs *ctx)
 {
 	__u64 ip = ctx->ip; /* the probed address: the kernel resets it for handlers */
-	__u32 key = (__u32)bpf_get_attach_cookie(ctx);
+	__u32 key = (__u32)gp_cookie(ctx); /* attach cookie, or its fallback (cookie.h) */
 	struct gc_layout *l = bpf_map_lookup_elem(&gc_layouts, &key);
 	if (!l) {
 		count_lost(&gc_nolayout);

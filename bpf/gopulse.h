@@ -6,6 +6,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 /* Go's register ABI (ABIInternal, amd64, Go >= 1.17): integer arguments and
  * results in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11. */

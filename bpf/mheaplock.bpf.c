@@ -23,6 +23,7 @@
  * not counted), so it is at most what the runtime itself counts.
  */
 #include "gopulse.h"
+#include "cookie.h"
 #include "mheaplock.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -101,7 +102,7 @@ static __always_inline void begin_wait(struct lock_proc *p, __u32 tid, struct lo
 SEC("uprobe")
 int lock_sleep(struct pt_regs *ctx)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u64 cookie = gp_cookie(ctx);
 	__u64 addr = reg_value(ctx, cookie & 0xff) + (__s64)(__s32)(cookie >> 32);
 	__u32 tgid = current_tgid(), tid = current_tid();
 	struct lock_proc *p = bpf_map_lookup_elem(&lock_procs, &tgid);

@@ -83,9 +83,36 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 	return 0;
 }
 
-SEC("tp_btf/sched_switch")
-int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+/* Linux 5.18 made prev_state an argument of sched_switch (read before the
+ * switch, race-free); before that the tracepoint has three arguments and
+ * the state is read from prev itself (__state since 5.14, state before),
+ * as the kernel's own trace output did then: a thread woken between its
+ * decision to block and the tracepoint reads as runnable, so such a switch
+ * counts as involuntary. Set by the loader from the kernel's BTF
+ * (probes/sched). The verifier drops the branch the constant rules out, so
+ * an older kernel never sees the access to a fourth argument. */
+volatile const __u8 sched_prev_state_arg = 1;
+
+struct task_struct___pre514 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline long task_state(struct task_struct *t)
 {
+	if (bpf_core_field_exists(t->__state))
+		return BPF_CORE_READ(t, __state);
+	struct task_struct___pre514 *old = (void *)t;
+	return BPF_CORE_READ(old, state);
+}
+
+SEC("tp_btf/sched_switch")
+int sched_switch(__u64 *ctx)
+{
+	/* Arguments read by hand (BPF_PROG would declare a fixed number):
+	 * preempt, prev, next[, prev_state]. */
+	bool preempt = (bool)ctx[0];
+	struct task_struct *prev = (struct task_struct *)ctx[1];
+	struct task_struct *next = (struct task_struct *)ctx[2];
 	/* Every context switch of the host comes here: leave at once when
 	 * neither side is traced, before reading the clock. */
 	__u32 tgid = prev->tgid, tid = prev->pid, ntgid = next->tgid;
@@ -103,6 +130,11 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		 * bring it back. */
 		struct thread_state *t = bpf_map_lookup_elem(&sched_threads, &tid);
 		if (t) {
+			long prev_state;
+			if (sched_prev_state_arg)
+				prev_state = (long)(unsigned int)ctx[3];
+			else
+				prev_state = task_state(prev);
 			if (t->on) {
 				__sync_fetch_and_add(&p->on_cpu_ns, now - t->on);
 				t->on = 0;

@@ -93,6 +93,9 @@ Description: GC tracer for every Go process on the host (eBPF)
  The gopulse command lists the traced processes and their GC history; the
  daemon also exports the figures over OTLP and to Prometheus. Members of
  the group gopulse may query it.
+ .
+ Requires Linux 5.8 or later with BTF (Debian 11 and later); gopulsed
+ --check-kernel tells which probe families this kernel runs.
 CONTROL
 
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

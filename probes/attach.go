@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
@@ -72,6 +73,12 @@ type Spec struct {
 	Family      string
 	Uprobes     []Uprobe
 	Tracepoints []Tracepoint
+	// CookieMap is the family's gp_cookies map (bpf/cookie.h) when its
+	// programs were loaded without attach cookies (SetCookieMode): each
+	// probe's cookie is written there, keyed by the binary and the
+	// probe's place in it, instead of on the link. nil: cookies ride on
+	// the links.
+	CookieMap *ebpf.Map
 }
 
 // Binary is the attach state of one executable (one inode). Uprobes live on
@@ -85,6 +92,7 @@ type Binary struct {
 	Probes    int               // uprobes attached
 	Errors    map[string]string // family -> why it is not attached
 	links     map[string][]link.Link
+	cookies   map[string]*cookieSet // family -> its entries in the family's CookieMap
 	// file keeps the inode reachable (as /proc/self/fd/N) for families
 	// added later, even once every process of it exited or it was deleted.
 	file *os.File
@@ -158,6 +166,8 @@ func (a *Attacher) RemoveSpec(family string) {
 		bin.Probes -= len(bin.links[family])
 		closeAll(bin.links[family])
 		delete(bin.links, family)
+		bin.cookies[family].remove()
+		delete(bin.cookies, family)
 		delete(bin.Errors, family)
 	}
 }
@@ -165,7 +175,7 @@ func (a *Attacher) RemoveSpec(family string) {
 // attachSpec attaches one family's uprobes to an attached binary; a.mu is
 // held.
 func (a *Attacher) attachSpec(bin *Binary, b *goinspect.Binary, s Spec) {
-	links, err := attachFamily(b, bin.Facts, s)
+	links, cookies, err := attachFamily(b, bin.Facts, s)
 	if err != nil {
 		bin.Errors[s.Family] = err.Error()
 		a.log.Warn("family not attached", "exe", bin.Path, "go", b.GoVersion, "probe", s.Family, "err", err)
@@ -173,6 +183,9 @@ func (a *Attacher) attachSpec(bin *Binary, b *goinspect.Binary, s Spec) {
 	}
 	delete(bin.Errors, s.Family)
 	bin.links[s.Family] = links
+	if cookies != nil {
+		bin.cookies[s.Family] = cookies
+	}
 	bin.Probes += len(links)
 }
 
@@ -195,7 +208,7 @@ func (a *Attacher) Attach(b *goinspect.Binary, exe string) (*Binary, error) {
 		return nil, fmt.Errorf("keep %s open: %w", exe, err)
 	}
 	bin := &Binary{ID: b.ID, Path: exe, GoVersion: b.GoVersion, Facts: facts,
-		Errors: map[string]string{}, links: map[string][]link.Link{}, file: keep}
+		Errors: map[string]string{}, links: map[string][]link.Link{}, cookies: map[string]*cookieSet{}, file: keep}
 	uprobeFamilies := 0
 	for _, s := range a.specs {
 		if len(s.Uprobes) > 0 {
@@ -218,15 +231,24 @@ func (a *Attacher) Attach(b *goinspect.Binary, exe string) (*Binary, error) {
 	return bin, nil
 }
 
-func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error) {
+func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, *cookieSet, error) {
 	ex, err := link.OpenExecutable(b.AttachPath())
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", b.Path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", b.Path, err)
+	}
+	var cookies *cookieSet
+	if s.CookieMap != nil {
+		start, err := b.CodeStart()
+		if err != nil {
+			return nil, nil, err
+		}
+		cookies = &cookieSet{m: s.CookieMap, ino: b.ID.Ino, dev: kernelDev(b.ID.Dev), start: start}
 	}
 	var links []link.Link
-	fail := func(err error) ([]link.Link, error) {
+	fail := func(err error) ([]link.Link, *cookieSet, error) {
 		closeAll(links)
-		return nil, err
+		cookies.remove()
+		return nil, nil, err
 	}
 	for _, row := range s.Uprobes {
 		if row.When != nil && !row.When(facts) {
@@ -244,6 +266,12 @@ func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error)
 			off, err := b.FileOffset(vaddr)
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", what, row.Symbol, err)
+			}
+			if cookies != nil {
+				if err := cookies.put(vaddr, cookie); err != nil {
+					return fmt.Errorf("%s %s: %w", what, row.Symbol, err)
+				}
+				cookie = 0
 			}
 			l, err := ex.Uprobe(row.Symbol, prog, &link.UprobeOptions{Address: off, Cookie: cookie})
 			if err != nil {
@@ -291,7 +319,7 @@ func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, error)
 			}
 		}
 	}
-	return links, nil
+	return links, cookies, nil
 }
 
 // Detach removes a binary's uprobes.
@@ -315,6 +343,9 @@ func (b *Binary) close() {
 	for _, l := range b.links {
 		closeAll(l)
 	}
+	for _, c := range b.cookies {
+		c.remove()
+	}
 	b.file.Close()
 }
 
@@ -325,7 +356,7 @@ func (a *Attacher) Binaries() []Binary {
 	out := make([]Binary, 0, len(a.binaries))
 	for _, b := range a.binaries {
 		c := *b
-		c.links, c.file = nil, nil
+		c.links, c.cookies, c.file = nil, nil, nil
 		c.Errors = maps.Clone(b.Errors)
 		out = append(out, c)
 	}
@@ -350,7 +381,10 @@ func (a *Attacher) Close() error {
 		for _, l := range b.links {
 			all = append(all, l...)
 		}
-		b.links = nil
+		for _, c := range b.cookies {
+			c.remove()
+		}
+		b.links, b.cookies = nil, nil
 		b.file.Close()
 		delete(a.binaries, id)
 	}
@@ -385,4 +419,49 @@ func closeAll(links []link.Link) {
 		}()
 	}
 	wg.Wait()
+}
+
+// cookieKey is struct gp_cookie_key (bpf/cookie.h).
+type cookieKey struct {
+	Ino, Dev, Off uint64
+}
+
+// cookieSet is one binary's entries in a family's gp_cookies map.
+type cookieSet struct {
+	m     *ebpf.Map
+	ino   uint64
+	dev   uint64 // as the kernel encodes it (sb->s_dev)
+	start uint64 // link-time address of the binary's first code byte
+	keys  []cookieKey
+}
+
+// put records the cookie of the probe at link-time address vaddr: the
+// program finds it from its ip minus the process's mm->start_code.
+func (c *cookieSet) put(vaddr, cookie uint64) error {
+	if vaddr < c.start {
+		return fmt.Errorf("probe %#x before the code start %#x", vaddr, c.start)
+	}
+	k := cookieKey{Ino: c.ino, Dev: c.dev, Off: vaddr - c.start}
+	if err := c.m.Update(&k, cookie, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write the probe's constants to %s: %w", c.m, err)
+	}
+	c.keys = append(c.keys, k)
+	return nil
+}
+
+func (c *cookieSet) remove() {
+	if c == nil {
+		return
+	}
+	for _, k := range c.keys {
+		_ = c.m.Delete(&k)
+	}
+	c.keys = nil
+}
+
+// kernelDev converts a stat(2) st_dev to the kernel's internal dev_t
+// (MKDEV: major << 20 | minor), which the BPF side reads from the super
+// block.
+func kernelDev(stDev uint64) uint64 {
+	return uint64(unix.Major(stDev))<<20 | uint64(unix.Minor(stDev))
 }

@@ -303,6 +303,10 @@ type FamilyStatus struct {
 	// Error says why an enabled family is not running (it could not
 	// start); the other families run on.
 	Error string `json:"error,omitempty"`
+	// KernelFallbacks lists the kernel features this kernel lacks that the
+	// family runs without, each "feature (Linux x.y): what it does
+	// instead" (gopulsed --check-kernel prints the same).
+	KernelFallbacks []string `json:"kernel_fallbacks,omitempty"`
 	// UprobeHits is the part of Hits that were uprobes: each one a trap in
 	// the traced program.
 	UprobeHits uint64 `json:"uprobe_hits"`

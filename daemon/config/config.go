@@ -161,6 +161,7 @@ type Flags struct {
 	ConfigPath  string
 	ExplicitCfg bool // --config was given
 	CheckOnly   bool // --check-config
+	CheckKernel bool // --check-kernel
 	values      Config
 	set         []string // keys of the flags given explicitly
 }
@@ -170,6 +171,7 @@ func Parse(args []string, fset *flag.FlagSet) (*Flags, error) {
 	fl := &Flags{values: Defaults()}
 	fset.StringVar(&fl.ConfigPath, "config", DefaultPath, "configuration file (a missing default file is fine)")
 	fset.BoolVar(&fl.CheckOnly, "check-config", false, "validate the configuration (file, environment, flags), print the result and exit 0 or 1")
+	fset.BoolVar(&fl.CheckKernel, "check-kernel", false, "probe the kernel's features, print which probe families can run (and with which fallbacks), exit 1 if one of the configured families cannot")
 	for i := range fields {
 		f := &fields[i]
 		if f.flag == "" {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/gopulse/gopulse/daemon/aggregate"
 	"github.com/gopulse/gopulse/daemon/api"
@@ -66,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "  %s\n", l)
 		}
 		return nil
+	}
+	if fl.CheckKernel {
+		return checkKernel(stdout, families)
 	}
 	level := new(slog.LevelVar)
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
@@ -280,4 +285,30 @@ func waitReady(ctx context.Context, ready <-chan struct{}) bool {
 	case <-ready:
 		return true
 	}
+}
+
+// checkKernel prints every family's fit on this kernel (feature probes, as
+// at start) and fails when one of the configured families cannot run.
+func checkKernel(stdout io.Writer, families []string) error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raise memlock limit: %w", err)
+	}
+	var u unix.Utsname
+	release := "unknown"
+	if err := unix.Uname(&u); err == nil {
+		release = unix.ByteSliceToString(u.Release[:])
+	}
+	fmt.Fprintf(stdout, "kernel %s\n", release)
+	var cannot []string
+	for _, k := range tracer.CheckKernel() {
+		fmt.Fprintln(stdout, k)
+		if !k.Runs() && slices.Contains(families, k.Family) {
+			cannot = append(cannot, k.Family)
+		}
+	}
+	if len(cannot) > 0 {
+		return fmt.Errorf("configured probe families cannot run on this kernel: %s", strings.Join(cannot, ", "))
+	}
+	fmt.Fprintf(stdout, "verdict: the configured families (%s) can run\n", strings.Join(families, ", "))
+	return nil
 }

@@ -19,10 +19,14 @@ import (
 // here and one in probes/catalog (TestRegistryMatchesCatalog); adding a
 // figure to a family touches no row.
 var registry = map[string]familyDef{
-	catalog.GC:        row(gc.Load, (*aggregate.Aggregator).GC),
-	catalog.Madvise:   row(madvise.Load, (*aggregate.Aggregator).Madvise),
-	catalog.Sched:     row(sched.Load, (*aggregate.Aggregator).Sched),
-	catalog.MheapLock: row(mheaplock.Load, (*aggregate.Aggregator).MheapLock),
+	catalog.GC:      row(gc.Load, (*aggregate.Aggregator).GC, needRingBuffer, needCookies),
+	catalog.Madvise: row(madvise.Load, (*aggregate.Aggregator).Madvise, needRingBuffer),
+	// Scheduler BTF tracepoints only: no trap in the traced programs.
+	catalog.Sched: row(sched.Load, (*aggregate.Aggregator).Sched,
+		need{probe: probes.TracingPrograms},
+		need{probe: probes.SchedSwitchPrevState,
+			fallback: "the switched-out task's state read at the switch (a thread woken meanwhile counts as preempted)"}),
+	catalog.MheapLock: row(mheaplock.Load, (*aggregate.Aggregator).MheapLock, needCookies),
 }
 
 // family is a loaded probe family as the tracer drives it.
@@ -63,6 +67,9 @@ type counted interface{ Counts() bool }
 
 // familyDef is one row of the registry.
 type familyDef struct {
+	// needs are the kernel features the family uses (kernel.go): probed
+	// before it is loaded, a missing one without fallback keeps it off.
+	needs []need
 	// open loads the family and returns it with its reading loop.
 	open func(env probes.Env, agg *aggregate.Aggregator) (family, runFunc, error)
 }
@@ -70,8 +77,8 @@ type familyDef struct {
 // row makes a registry row from a family's loader and the aggregator's
 // method for its events; the typed link between the two is made here,
 // once, so the tracer needs no type assertion per family.
-func row[F eventReader[E], E any](load func(probes.Env) (F, error), apply func(*aggregate.Aggregator, E)) familyDef {
-	return familyDef{open: func(env probes.Env, agg *aggregate.Aggregator) (family, runFunc, error) {
+func row[F eventReader[E], E any](load func(probes.Env) (F, error), apply func(*aggregate.Aggregator, E), needs ...need) familyDef {
+	return familyDef{needs: needs, open: func(env probes.Env, agg *aggregate.Aggregator) (family, runFunc, error) {
 		f, err := load(env)
 		if err != nil {
 			return nil, nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,9 +25,10 @@ type loaded struct {
 	stop   context.CancelFunc
 	done   chan error
 
-	started time.Time
-	costMu  sync.Mutex
-	cost    costSample // last rate sample, for status (cost.go)
+	started   time.Time
+	fallbacks []string // kernel features missing, with the fallback used
+	costMu    sync.Mutex
+	cost      costSample // last rate sample, for status (cost.go)
 }
 
 // startFamily loads, attaches and starts reading a family. t.famMu held.
@@ -34,6 +36,18 @@ func (t *Tracer) startFamily(ctx context.Context, name string) error {
 	def, ok := registry[name]
 	if !ok {
 		return fmt.Errorf("probe family %q has no code", name)
+	}
+	var fit KernelFit
+	for _, fam := range catalog.Families() {
+		if fam.Name == name {
+			fit = fitOf(fam)
+		}
+	}
+	if !fit.Runs() {
+		return fmt.Errorf("kernel lacks %s", strings.Join(fit.Missing, ", "))
+	}
+	if len(fit.Fallbacks) > 0 {
+		t.log.Info("probe family runs with kernel fallbacks", "probe", name, "fallbacks", fit.Fallbacks)
 	}
 	t.cost.start()
 	f, run, err := def.open(probes.Env{ProcRoot: t.cfg.ProcRoot}, t.agg)
@@ -49,7 +63,8 @@ func (t *Tracer) startFamily(ctx context.Context, name string) error {
 			tr.Track(uint32(pid))
 		}
 	}
-	l := &loaded{name: name, f: f, watch: &readerWatch{name: name, src: f}, done: make(chan error, 1), started: time.Now()}
+	l := &loaded{name: name, f: f, watch: &readerWatch{name: name, src: f}, done: make(chan error, 1), started: time.Now(),
+		fallbacks: fit.Fallbacks}
 	rctx, stop := context.WithCancel(ctx)
 	l.stop = stop
 	go func() {

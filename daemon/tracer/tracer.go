@@ -521,7 +521,7 @@ func (t *Tracer) Status() api.Status {
 	disc.LostEvents, _ = t.disc.Lost()
 	s.Families = append(s.Families, disc)
 	for _, l := range t.families() {
-		f := api.FamilyStatus{Name: l.name, Events: l.events.Load()}
+		f := api.FamilyStatus{Name: l.name, Events: l.events.Load(), KernelFallbacks: l.fallbacks}
 		f.LostEvents, _ = l.f.Lost()
 		l.costStatus(&f, s.TrapCostNs)
 		if l.name == gc.Name && f.Events+f.LostEvents > 0 {

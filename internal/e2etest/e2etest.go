@@ -184,12 +184,19 @@ type Daemon struct {
 // within 30 s (each uprobe detach waits for the kernel).
 func StartDaemon(t testing.TB, args ...string) *Daemon {
 	t.Helper()
+	return StartDaemonEnv(t, nil, args...)
+}
+
+// StartDaemonEnv is StartDaemon with env added to the daemon's environment.
+func StartDaemonEnv(t testing.TB, env []string, args ...string) *Daemon {
+	t.Helper()
 	testenv.RequireRoot(t)
 	bin := DaemonBinary(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "gopulse.sock")
 	full := append([]string{"--socket", sock, "--prometheus-listen", ""}, args...)
 	cmd := exec.Command(bin, full...)
+	cmd.Env = append(os.Environ(), env...)
 	logf, err := os.Create(filepath.Join(dir, "gopulsed.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -73,6 +73,10 @@ type Family struct {
 	pending []Event // tracking results, handed to the reader loop
 
 	polls chan chan struct{} // Drain's requests for a reading now
+
+	// cookies: the kernel has BPF attach cookies; else the program reads
+	// its layout key from objs.GpCookies (bpf/cookie.h).
+	cookies bool
 }
 
 // bin is what the family learns of a binary once.
@@ -92,7 +96,14 @@ func Load(env probes.Env) (*Family, error) {
 	f := &Family{every: time.Second, layouts: map[goinspect.FileID]uint32{}, books: map[uint32]probes.Books{},
 		readers: map[uint32]*reader{}, polls: make(chan chan struct{}, 64)}
 	f.bins.ProcRoot = env.Proc()
-	if err := loadGcObjects(&f.objs, nil); err != nil {
+	spec, err := loadGc()
+	if err != nil {
+		return nil, fmt.Errorf("load gc spec: %w", err)
+	}
+	if f.cookies, err = probes.SetCookieMode(spec); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
 	}
 	ring, err := probes.NewRing[gcGcRecord](Name, f.objs.GcEvents)
@@ -106,8 +117,13 @@ func Load(env probes.Env) (*Family, error) {
 
 // Spec declares the probe: one site per binary, in gcMarkTermination.
 func (f *Family) Spec() probes.Spec {
+	var cookieMap *ebpf.Map
+	if !f.cookies {
+		cookieMap = f.objs.GpCookies
+	}
 	return probes.Spec{
-		Family: Name,
+		Family:    Name,
+		CookieMap: cookieMap,
 		Uprobes: []probes.Uprobe{
 			{Symbol: "runtime.gcMarkTermination", Entry: f.objs.GcCycle, Sites: f.site},
 		},

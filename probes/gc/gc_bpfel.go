@@ -38,6 +38,13 @@ type gcGcRecord struct {
 	Data   [4][256]uint8
 }
 
+type gcGpCookieKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint64
+	Off uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -46,7 +53,9 @@ const (
 	gcMapGcLayouts        = "gc_layouts"
 	gcMapGcLost           = "gc_lost"
 	gcMapGcNolayout       = "gc_nolayout"
+	gcMapGpCookies        = "gp_cookies"
 	gcProgGcCycle         = "gc_cycle"
+	gcVarGpNoCookies      = "gp_no_cookies"
 	gcVarUnusedGcContract = "unused_gc_contract"
 	gcVarUnusedGcLayout   = "unused_gc_layout"
 	gcVarUnusedGcRecord   = "unused_gc_record"
@@ -105,12 +114,14 @@ type gcMapSpecs struct {
 	GcLayouts  *ebpf.MapSpec `ebpf:"gc_layouts"`
 	GcLost     *ebpf.MapSpec `ebpf:"gc_lost"`
 	GcNolayout *ebpf.MapSpec `ebpf:"gc_nolayout"`
+	GpCookies  *ebpf.MapSpec `ebpf:"gp_cookies"`
 }
 
 // gcVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcVariableSpecs struct {
+	GpNoCookies      *ebpf.VariableSpec `ebpf:"gp_no_cookies"`
 	UnusedGcContract *ebpf.VariableSpec `ebpf:"unused_gc_contract"`
 	UnusedGcLayout   *ebpf.VariableSpec `ebpf:"unused_gc_layout"`
 	UnusedGcRecord   *ebpf.VariableSpec `ebpf:"unused_gc_record"`
@@ -140,6 +151,7 @@ type gcMaps struct {
 	GcLayouts  *ebpf.Map `ebpf:"gc_layouts"`
 	GcLost     *ebpf.Map `ebpf:"gc_lost"`
 	GcNolayout *ebpf.Map `ebpf:"gc_nolayout"`
+	GpCookies  *ebpf.Map `ebpf:"gp_cookies"`
 }
 
 func (m *gcMaps) Close() error {
@@ -148,6 +160,7 @@ func (m *gcMaps) Close() error {
 		m.GcLayouts,
 		m.GcLost,
 		m.GcNolayout,
+		m.GpCookies,
 	)
 }
 
@@ -155,6 +168,7 @@ func (m *gcMaps) Close() error {
 //
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcVariables struct {
+	GpNoCookies      *ebpf.Variable `ebpf:"gp_no_cookies"`
 	UnusedGcContract *ebpf.Variable `ebpf:"unused_gc_contract"`
 	UnusedGcLayout   *ebpf.Variable `ebpf:"unused_gc_layout"`
 	UnusedGcRecord   *ebpf.Variable `ebpf:"unused_gc_record"`

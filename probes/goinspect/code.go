@@ -146,6 +146,26 @@ func (b *Binary) LoadBias(procRoot string, pid int) (uint64, error) {
 	return base.Bias(procRoot, pid)
 }
 
+// CodeStart returns the link-time address of the binary's first code byte
+// as the kernel counts it: the lowest p_vaddr of its executable PT_LOAD
+// segments, which the ELF loader, plus the load bias, makes the process's
+// mm->start_code.
+func (b *Binary) CodeStart() (uint64, error) {
+	if b.elf == nil {
+		return 0, fmt.Errorf("%s: binary is closed", b.Path)
+	}
+	start, found := uint64(0), false
+	for _, p := range b.elf.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && (!found || p.Vaddr < start) {
+			start, found = p.Vaddr, true
+		}
+	}
+	if !found {
+		return 0, fmt.Errorf("%s: no executable PT_LOAD segment", b.Path)
+	}
+	return start, nil
+}
+
 // LoadBase is what LoadBias needs of a binary, small enough to cache.
 type LoadBase struct {
 	ID    FileID

@@ -39,6 +39,9 @@ type Family struct {
 	objs   mheaplockObjects
 	totals *probes.Totals[Proc]
 	bins   probes.PerBinary[binFacts]
+	// cookies: the kernel has BPF attach cookies; else the lock2 site's
+	// constants come from objs.GpCookies (bpf/cookie.h).
+	cookies bool
 }
 
 type binFacts struct {
@@ -53,7 +56,14 @@ func New() (*Family, error) { return Load(probes.Env{}) }
 func Load(env probes.Env) (*Family, error) {
 	f := &Family{}
 	f.bins.ProcRoot = env.Proc()
-	if err := loadMheaplockObjects(&f.objs, nil); err != nil {
+	spec, err := loadMheaplock()
+	if err != nil {
+		return nil, fmt.Errorf("load mheaplock spec: %w", err)
+	}
+	if f.cookies, err = probes.SetCookieMode(spec); err != nil {
+		return nil, fmt.Errorf("mheaplock: %w", err)
+	}
+	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load mheaplock programs: %w", err)
 	}
 	f.totals = probes.NewTotals[Proc](Name, f.objs.LockProcs)
@@ -63,8 +73,13 @@ func Load(env probes.Env) (*Family, error) {
 // Spec: the futex tracepoints, and on spin-bit runtimes a uprobe at each
 // `CALL runtime.semasleep` of runtime.lock2 (its sleep path only).
 func (f *Family) Spec() probes.Spec {
+	var cookieMap *ebpf.Map
+	if !f.cookies {
+		cookieMap = f.objs.GpCookies
+	}
 	return probes.Spec{
-		Family: Name,
+		Family:    Name,
+		CookieMap: cookieMap,
 		Uprobes: []probes.Uprobe{{
 			Symbol: "runtime.lock2", Entry: f.objs.LockSleep, Sites: SleepSites,
 			When: func(fa probes.Facts) bool { return fa.SpinbitMutex },

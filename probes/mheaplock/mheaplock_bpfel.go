@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type mheaplockGpCookieKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint64
+	Off uint64
+}
+
 type mheaplockHistContract uint32
 
 const (
@@ -49,11 +56,13 @@ type mheaplockLockWait struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	mheaplockMapGpCookies          = "gp_cookies"
 	mheaplockMapLockProcs          = "lock_procs"
 	mheaplockMapLockWaits          = "lock_waits"
 	mheaplockProgLockFutexEnter    = "lock_futex_enter"
 	mheaplockProgLockFutexExit     = "lock_futex_exit"
 	mheaplockProgLockSleep         = "lock_sleep"
+	mheaplockVarGpNoCookies        = "gp_no_cookies"
 	mheaplockVarUnusedHistContract = "unused_hist_contract"
 	mheaplockVarUnusedLockContract = "unused_lock_contract"
 	mheaplockVarUnusedLockProc     = "unused_lock_proc"
@@ -110,6 +119,7 @@ type mheaplockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mheaplockMapSpecs struct {
+	GpCookies *ebpf.MapSpec `ebpf:"gp_cookies"`
 	LockProcs *ebpf.MapSpec `ebpf:"lock_procs"`
 	LockWaits *ebpf.MapSpec `ebpf:"lock_waits"`
 }
@@ -118,6 +128,7 @@ type mheaplockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mheaplockVariableSpecs struct {
+	GpNoCookies        *ebpf.VariableSpec `ebpf:"gp_no_cookies"`
 	UnusedHistContract *ebpf.VariableSpec `ebpf:"unused_hist_contract"`
 	UnusedLockContract *ebpf.VariableSpec `ebpf:"unused_lock_contract"`
 	UnusedLockProc     *ebpf.VariableSpec `ebpf:"unused_lock_proc"`
@@ -143,12 +154,14 @@ func (o *mheaplockObjects) Close() error {
 //
 // It can be passed to loadMheaplockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mheaplockMaps struct {
+	GpCookies *ebpf.Map `ebpf:"gp_cookies"`
 	LockProcs *ebpf.Map `ebpf:"lock_procs"`
 	LockWaits *ebpf.Map `ebpf:"lock_waits"`
 }
 
 func (m *mheaplockMaps) Close() error {
 	return _MheaplockClose(
+		m.GpCookies,
 		m.LockProcs,
 		m.LockWaits,
 	)
@@ -158,6 +171,7 @@ func (m *mheaplockMaps) Close() error {
 //
 // It can be passed to loadMheaplockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mheaplockVariables struct {
+	GpNoCookies        *ebpf.Variable `ebpf:"gp_no_cookies"`
 	UnusedHistContract *ebpf.Variable `ebpf:"unused_hist_contract"`
 	UnusedLockContract *ebpf.Variable `ebpf:"unused_lock_contract"`
 	UnusedLockProc     *ebpf.Variable `ebpf:"unused_lock_proc"`

@@ -58,7 +58,24 @@ func New() (*Family, error) { return Load(probes.Env{}) }
 func Load(env probes.Env) (*Family, error) {
 	f := &Family{every: time.Second, lat: map[uint32]*latReader{}, latErr: map[uint32]string{}}
 	f.bins.ProcRoot = env.Proc()
-	if err := loadSchedObjects(&f.objs, nil); err != nil {
+	spec, err := loadSched()
+	if err != nil {
+		return nil, fmt.Errorf("load sched spec: %w", err)
+	}
+	// Before Linux 5.18 sched_switch has no prev_state argument: the
+	// program reads the state from the task (bpf/sched.bpf.c).
+	prevState := probes.SchedSwitchPrevState()
+	if prevState.Err != nil {
+		return nil, fmt.Errorf("sched: probe %s: %w", prevState.Name, prevState.Err)
+	}
+	var arg uint8
+	if prevState.Have {
+		arg = 1
+	}
+	if err := spec.Variables["sched_prev_state_arg"].Set(arg); err != nil {
+		return nil, fmt.Errorf("sched: set sched_prev_state_arg: %w", err)
+	}
+	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load sched programs: %w", err)
 	}
 	f.totals = probes.NewTotals[Proc](Name, f.objs.SchedProcs)

@@ -54,6 +54,7 @@ const (
 	schedProgSchedSwitch        = "sched_switch"
 	schedProgSchedWakeup        = "sched_wakeup"
 	schedProgSchedWakeupNew     = "sched_wakeup_new"
+	schedVarSchedPrevStateArg   = "sched_prev_state_arg"
 	schedVarUnusedHistContract  = "unused_hist_contract"
 	schedVarUnusedSchedContract = "unused_sched_contract"
 	schedVarUnusedSchedProc     = "unused_sched_proc"
@@ -119,6 +120,7 @@ type schedMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedVariableSpecs struct {
+	SchedPrevStateArg   *ebpf.VariableSpec `ebpf:"sched_prev_state_arg"`
 	UnusedHistContract  *ebpf.VariableSpec `ebpf:"unused_hist_contract"`
 	UnusedSchedContract *ebpf.VariableSpec `ebpf:"unused_sched_contract"`
 	UnusedSchedProc     *ebpf.VariableSpec `ebpf:"unused_sched_proc"`
@@ -159,6 +161,7 @@ func (m *schedMaps) Close() error {
 //
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedVariables struct {
+	SchedPrevStateArg   *ebpf.Variable `ebpf:"sched_prev_state_arg"`
 	UnusedHistContract  *ebpf.Variable `ebpf:"unused_hist_contract"`
 	UnusedSchedContract *ebpf.Variable `ebpf:"unused_sched_contract"`
 	UnusedSchedProc     *ebpf.Variable `ebpf:"unused_sched_proc"`

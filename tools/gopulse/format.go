@@ -235,6 +235,11 @@ func writeStatus(w io.Writer, st api.Status) error {
 				perGC, costString(f.EstCostSecondsPerSecond))
 		}
 		tw.Flush()
+		for _, f := range st.Families {
+			for _, fb := range f.KernelFallbacks {
+				fmt.Fprintf(&b, "%s on this kernel: without %s\n", f.Name, fb)
+			}
+		}
 		trap := "not measured yet"
 		if st.TrapCostNs > 0 {
 			trap = fmt.Sprintf("%s per uprobe hit (%s)", humanSeconds(st.TrapCostNs/1e9), st.TrapCostSource)
