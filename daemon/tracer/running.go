@@ -28,7 +28,7 @@ type loaded struct {
 	started   time.Time
 	fallbacks []string // kernel features missing, with the fallback used
 	costMu    sync.Mutex
-	cost      costSample // last rate sample, for status (cost.go)
+	cost      costSample // the sampler's last sample (sampleCost), read by status (cost.go)
 }
 
 // startFamily loads, attaches and starts reading a family. t.famMu held.
