@@ -31,18 +31,20 @@ check-clang:
 
 # Regenerates every BPF object and its Go bindings and fails when they
 # differ from what is committed (a source changed without `make generate`,
-# or a hand edit of generated code). Run by .ci/run.
+# or a hand edit of generated code). Part of make test.
 check-generate: generate
 	@if [ -n "$$(git status --porcelain -- bpf probes daemon)" ]; then \
 		git status --short -- bpf probes daemon >&2; \
 		echo "check-generate: generated BPF objects differ from the sources: run make generate and commit" >&2; exit 1; fi
 
-# The whole suite: real BPF programs against real Go processes. Needs root
-# (CAP_BPF, CAP_PERFMON); with CI=true a test that lacks them fails
-# instead of skipping.
-test:
+# The whole suite: the committed BPF objects are what their sources build
+# to, then real BPF programs against real Go processes, then the same
+# daemon on every kernel of the matrix. Needs root (CAP_BPF, CAP_PERFMON);
+# with CI=true a test that lacks them fails instead of skipping.
+test: check-generate
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
+	$(MAKE) test-kernels
 
 # The suite of tools/kernels/suite on every kernel of the matrix (Debian
 # 11's 5.10, 12's 6.1, 13's 6.12 under QEMU, and the host's own); see
