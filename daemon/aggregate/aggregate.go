@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/probes/gc"
-	"github.com/gopulse/gopulse/probes/rtstate"
+	"github.com/gopulse/gopulse/probes/event"
 )
 
 // Config bounds the aggregator.
@@ -185,7 +184,7 @@ func (a *Aggregator) wall(mono int64) time.Time {
 // GC records one event of the GC family: the runtime's books of a
 // process (totals, settings, gauges; at tracking also the pause rings),
 // one completed cycle, or why the books cannot be read.
-func (a *Aggregator) GC(ev gc.Event) {
+func (a *Aggregator) GC(ev event.GC) {
 	a.mu.Lock()
 	p, c, ok := a.gc(ev)
 	var info api.Process
@@ -199,15 +198,15 @@ func (a *Aggregator) GC(ev gc.Event) {
 }
 
 // gc applies ev under a.mu and returns the cycle it completed, if any.
-func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
+func (a *Aggregator) gc(ev event.GC) (*proc, api.GCCycle, bool) {
 	p := a.lookup(ev.PID)
 	if p == nil {
 		return nil, api.GCCycle{}, false
 	}
 	switch ev.Kind {
-	case gc.KindError:
+	case event.GCError:
 		p.info.RuntimeError = ev.Err
-	case gc.KindBooks:
+	case event.GCReading:
 		a.books(p, ev.Books)
 		for _, r := range ev.Ring {
 			if r.Seq <= ev.Books.NumGC {
@@ -215,7 +214,7 @@ func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
 					End: time.Unix(0, r.EndUnixNs)}, a.cfg.History, false)
 			}
 		}
-	case gc.KindCycle:
+	case event.GCCycleDone:
 		// Records arrive up to a ring poll late, after readings of the
 		// books that already count them: totals only move forward.
 		cy := ev.Cycle
@@ -234,7 +233,7 @@ func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
 // books takes a reading of the runtime's books: the absolute totals (the
 // runtime's own, whatever happened before the probes), settings and
 // gauges.
-func (a *Aggregator) books(p *proc, s rtstate.Sample) {
+func (a *Aggregator) books(p *proc, s event.GCBooks) {
 	if uint64(s.NumGC) < p.info.GCCycles && p.info.Runtime != nil {
 		// The counter went down: the PID runs a new program.
 		p.reset()
@@ -279,7 +278,7 @@ const forcegcperiod = 2 * time.Minute
 // when work.userForced says so, time when it began more than the
 // runtime's forcegcperiod after the previous cycle ended (what sysmon
 // tests), else heap.
-func (a *Aggregator) cycle(p *proc, cy rtstate.Cycle) api.GCCycle {
+func (a *Aggregator) cycle(p *proc, cy event.GCCycle) api.GCCycle {
 	c := api.GCCycle{
 		Seq:              uint64(cy.Seq),
 		Trigger:          api.TriggerHeap,

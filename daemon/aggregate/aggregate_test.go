@@ -6,8 +6,7 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/probes/gc"
-	"github.com/gopulse/gopulse/probes/rtstate"
+	"github.com/gopulse/gopulse/probes/event"
 )
 
 // fakeClock is a settable clock; monotonic time is wall time minus a
@@ -23,9 +22,9 @@ func mono(t time.Time) int64 { return int64(t.Sub(boot)) }
 
 // cycle builds the event of the n-th cycle, ending at end: the runtime's
 // books as the GC family's probe copies them.
-func cycle(pid int, n uint32, end time.Time, forced bool) gc.Event {
+func cycle(pid int, n uint32, end time.Time, forced bool) event.GC {
 	start := end.Add(-10 * time.Millisecond)
-	return gc.Event{PID: pid, Kind: gc.KindCycle, Cycle: rtstate.Cycle{
+	return event.GC{PID: pid, Kind: event.GCCycleDone, Cycle: event.GCCycle{
 		Seq: n, NumForcedGC: n / 2, Forced: forced, PauseTotal: uint64(n) * 300_000,
 		TSweepTerm: mono(start), TMark: mono(start.Add(100 * time.Microsecond)),
 		TMarkTerm: mono(end.Add(-200 * time.Microsecond)), TEnd: mono(end), EndUnixNs: end.UnixNano(),
@@ -34,10 +33,10 @@ func cycle(pid int, n uint32, end time.Time, forced bool) gc.Event {
 }
 
 // books builds a reading of the runtime's books with numgc cycles.
-func books(pid int, numgc uint32, otherSTW int64, ring ...rtstate.RingPause) gc.Event {
-	return gc.Event{PID: pid, Kind: gc.KindBooks, Ring: ring, Books: rtstate.Sample{
+func books(pid int, numgc uint32, otherSTW int64, ring ...event.RingPause) event.GC {
+	return event.GC{PID: pid, Kind: event.GCReading, Ring: ring, Books: event.GCBooks{
 		NumGC: numgc, NumForcedGC: numgc / 2, PauseTotalNs: uint64(numgc) * 300_000, OtherSTW: otherSTW,
-		Settings:   rtstate.Settings{GCPercent: 100, MemoryLimit: 1 << 62, HeapGoal: 8 << 20, HeapLive: 5 << 20},
+		GCSettings: event.GCSettings{GCPercent: 100, MemoryLimit: 1 << 62, HeapGoal: 8 << 20, HeapLive: 5 << 20},
 		Goroutines: 12, GOMAXPROCS: 2,
 	}}
 }
@@ -166,9 +165,9 @@ func TestOtherSTWTimeTriggerAndObserver(t *testing.T) {
 func TestBeforeProbesFromRings(t *testing.T) {
 	clk := &fakeClock{now: boot.Add(time.Hour)}
 	a := New(Config{History: 4, MaxProcs: 10, ForgetAfter: time.Minute}, clk)
-	var ring []rtstate.RingPause
+	var ring []event.RingPause
 	for n := uint32(1); n <= 6; n++ {
-		ring = append(ring, rtstate.RingPause{Seq: n, PauseNs: 1000 * uint64(n), EndUnixNs: clk.now.UnixNano()})
+		ring = append(ring, event.RingPause{Seq: n, PauseNs: 1000 * uint64(n), EndUnixNs: clk.now.UnixNano()})
 	}
 	a.GC(books(3, 6, -1, ring...))
 	h, _ := a.GCHistory(3, 0)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gopulse/gopulse/probes/event"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,35 +27,18 @@ import (
 // Name is the family's name in --probes.
 const Name = "gc"
 
+// Event is the family's domain event (probes/event.GC).
+type Event = event.GC
+
 // Kind says what an Event carries.
-type Kind uint8
+type Kind = event.GCKind
 
+// The kinds, as probes/event names them.
 const (
-	// KindCycle: a cycle just completed, from the probe (Cycle).
-	KindCycle Kind = iota + 1
-	// KindBooks: a reading of the process's books (Books), at tracking
-	// and on every poll; at tracking also the pause rings (Ring).
-	KindBooks
-	// KindError: the process's books cannot be read (Err).
-	KindError
+	KindCycle = event.GCCycleDone
+	KindBooks = event.GCReading
+	KindError = event.GCError
 )
-
-// Event is the family's domain event, shared by the aggregator, the API
-// and the exporters.
-type Event struct {
-	PID   int
-	Kind  Kind
-	Cycle rtstate.Cycle
-	Books rtstate.Sample
-	// Ring holds the cycles the runtime's pause rings still had when the
-	// process was tracked (before the probes may have seen them).
-	Ring []rtstate.RingPause
-	Err  string
-}
-
-// Counts says whether the event counts as one of the family's events in
-// status: cycle records do; readings of the books are not events.
-func (e Event) Counts() bool { return e.Kind == KindCycle }
 
 // Family owns the loaded GC program, its ring buffer, the per-binary
 // layouts the program copies, and a books reader per tracked process.

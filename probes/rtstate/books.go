@@ -3,9 +3,18 @@ package rtstate
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/gopulse/gopulse/probes/event"
 	"math"
 
 	"github.com/gopulse/gopulse/probes"
+)
+
+// The books' types are the GC family's domain events (probes/event).
+type (
+	Cycle     = event.GCCycle
+	Settings  = event.GCSettings
+	Sample    = event.GCBooks
+	RingPause = event.RingPause
 )
 
 // Struct selects one of the runtime's structures a Window reads.
@@ -48,24 +57,6 @@ func (a Addrs) Addr(w Window) uint64 {
 		return a.Memstats + uint64(w.Off)
 	}
 	return a.GCController + uint64(w.Off)
-}
-
-// Cycle is one completed GC cycle as the runtime booked it.
-type Cycle struct {
-	// Seq is the runtime's cycle number (memstats.numgc after the cycle,
-	// the N of gctrace's "gc N").
-	Seq         uint32
-	NumForcedGC uint32
-	Forced      bool   // work.userForced: runtime.GC / debug.FreeOSMemory
-	PauseTotal  uint64 // memstats.pause_total_ns, this cycle included
-	// nanotime() at each phase start, as work keeps them.
-	TSweepTerm, TMark, TMarkTerm, TEnd int64
-	EndUnixNs                          int64  // memstats.last_gc_unix
-	PauseNs                            uint64 // work.pauseNS: both stops, restarts included
-	Heap0, Heap1, Heap2                uint64 // heapLive at start, at mark termination; marked
-	AssistNs                           int64  // gcController.assistTime of the cycle
-	HeapLive                           uint64 // gcController.heapLive when read
-	NextGoal                           uint64 // gcPercentHeapGoal for the next cycle
 }
 
 func u64(b []byte, off uint32) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
@@ -120,18 +111,6 @@ func DecodeCycle(bk probes.Books, win [NumWindows][]byte) (Cycle, error) {
 		return c, fmt.Errorf("gcController.assistTime %d < 0", c.AssistNs)
 	}
 	return c, nil
-}
-
-// Settings is the GC controller's state: GOGC, the memory limit, the heap
-// goal and its inputs.
-type Settings struct {
-	GCPercent   int32
-	MemoryLimit int64
-	HeapGoal    uint64
-	HeapLive    uint64
-	HeapMarked  uint64
-	MappedReady uint64 // mapped and not released: /memory/classes/total − heap/released
-	TotalAlloc  uint64 // heap bytes allocated, cumulative
 }
 
 // defaultHeapMinimum is the runtime's heap minimum at GOGC=100.

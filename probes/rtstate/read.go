@@ -21,25 +21,6 @@ type Mem interface {
 // maxProcs bounds the allp walk (GOMAXPROCS beyond is refused).
 const maxProcs = 1 << 12
 
-// Sample is one reading of a process's books.
-type Sample struct {
-	NumGC, NumForcedGC uint32
-	PauseTotalNs       uint64
-	Settings
-	// Goroutines as runtime.NumGoroutine counts them; GOMAXPROCS as
-	// len(allp).
-	Goroutines, GOMAXPROCS int
-	// StackBytes: memory in goroutine stacks (/memory/classes/heap/stacks).
-	StackBytes uint64
-	// OtherSTW counts the world's stops not made by the GC (Go 1.22+,
-	// sched.stwTotalTimeOther; -1 before).
-	OtherSTW int64
-	// Last is the last completed cycle's books, when none is under way
-	// (Last.Seq == NumGC) — else zero.
-	Last Cycle
-	At   time.Time
-}
-
 // Reader reads one process's books.
 type Reader struct {
 	mem  Mem
@@ -120,7 +101,7 @@ func (r *Reader) Read() (Sample, error) {
 	if err != nil {
 		return s, err
 	}
-	if s.Settings, err = DecodeSettings(bk, ctl); err != nil {
+	if s.GCSettings, err = DecodeSettings(bk, ctl); err != nil {
 		return s, err
 	}
 	if err := r.goroutines(&s); err != nil {
@@ -226,13 +207,6 @@ func (r *Reader) otherSTW() (int64, error) {
 		n += binary.LittleEndian.Uint64(b[off:])
 	}
 	return int64(n), nil
-}
-
-// RingPause is one entry of the runtime's rings of the last 256 pauses.
-type RingPause struct {
-	Seq       uint32
-	PauseNs   uint64
-	EndUnixNs int64
 }
 
 // PauseRing returns the cycles up to numgc that the rings still hold
