@@ -11,7 +11,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,37 +34,13 @@ func booksShapes() []fixturebuild.Shape {
 	return out
 }
 
-// fixtureStats asks the books fixture for its own figures.
-func fixtureStats(t *testing.T, f *e2etest.Fixture) map[string]int64 {
-	t.Helper()
-	f.Send("stats")
-	line := f.Expect("stats ")
-	f.Expect("ok")
-	out := map[string]int64{}
-	for _, kv := range strings.Fields(line)[1:] {
-		k, v, _ := strings.Cut(kv, "=")
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			t.Fatalf("%s: %v", kv, err)
-		}
-		out[k] = n
-	}
-	return out
-}
-
-func command(t *testing.T, f *e2etest.Fixture, cmd string) {
-	t.Helper()
-	f.Send(cmd)
-	f.Expect("ok")
-}
-
 // compareBooks waits (within a few polls) for the daemon's view of pid to
 // equal the fixture's own figures at rest: cycles, forced cycles and the
 // pause total exactly, the goal within 1%, GOGC and the limit exactly,
 // goroutines within 2, GOMAXPROCS exactly.
 func compareBooks(t *testing.T, d *e2etest.Daemon, f *e2etest.Fixture, what string) api.Process {
 	t.Helper()
-	want := fixtureStats(t, f)
+	want := f.Stats()
 	var got api.Process
 	var diff string
 	deadline := time.Now().Add(5 * time.Second)
@@ -127,8 +102,8 @@ func TestRuntimeBooksThroughDaemon(t *testing.T) {
 		bin := fixturebuild.Build(t, "books", shape)
 		t.Run(shape.Name+"/started-before-daemon", func(t *testing.T) {
 			f := e2etest.StartFixture(t, freshCopy(t, bin), env)
-			command(t, f, "alloc 32")
-			command(t, f, "gc 4")
+			f.Do("alloc 32")
+			f.Do("gc 4")
 			d := e2etest.StartDaemon(t)
 			p := compareBooks(t, d, f, "before the daemon")
 			checkHistory(t, d, f.PID, p.GCCycles)
@@ -138,10 +113,10 @@ func TestRuntimeBooksThroughDaemon(t *testing.T) {
 			d := e2etest.StartDaemon(t)
 			f := e2etest.StartFixture(t, freshCopy(t, bin), env)
 			// Cycles at once, likely before the probes are attached.
-			command(t, f, "gc 3")
-			command(t, f, "alloc 32")
+			f.Do("gc 3")
+			f.Do("alloc 32")
 			compareBooks(t, d, f, "first process of a new binary")
-			command(t, f, "gc 2")
+			f.Do("gc 2")
 			p := compareBooks(t, d, f, "after two more cycles")
 			checkHistory(t, d, f.PID, p.GCCycles)
 			runtimeChanges(t, d, f)
@@ -176,11 +151,11 @@ func checkHistory(t *testing.T, d *e2etest.Daemon, pid int, n uint64) {
 // are seen within a poll.
 func runtimeChanges(t *testing.T, d *e2etest.Daemon, f *e2etest.Fixture) {
 	t.Helper()
-	command(t, f, "gogc 50")
-	command(t, f, "limit 100000000")
-	command(t, f, "spawn 25")
+	f.Do("gogc 50")
+	f.Do("limit 100000000")
+	f.Do("spawn 25")
 	compareBooks(t, d, f, "SetGCPercent(50), SetMemoryLimit(1e8), 25 more goroutines")
-	command(t, f, "gogc -1")
+	f.Do("gogc -1")
 	p := compareBooks(t, d, f, "GC off")
 	if p.GOGCPercent != -1 {
 		t.Errorf("gogc_percent %d with GC off, want -1", p.GOGCPercent)
@@ -210,7 +185,7 @@ func TestBooksLayoutRefused(t *testing.T) {
 	}
 	d := e2etest.StartDaemon(t)
 	f := e2etest.StartFixture(t, path, nil)
-	command(t, f, "gc 2")
+	f.Do("gc 2")
 	var reason []string
 	e2etest.WaitFor(t, 10*time.Second, "the refused layout's reason in status", func() bool {
 		st, err := d.Client.Status(context.Background())

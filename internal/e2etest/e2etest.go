@@ -115,6 +115,33 @@ func (f *Fixture) Expect(prefix string) string {
 	return ""
 }
 
+// Do sends a command to the books fixture (tools/fixtures/books) and
+// waits for its "ok".
+func (f *Fixture) Do(cmd string) {
+	f.t.Helper()
+	f.Send(cmd)
+	f.Expect("ok")
+}
+
+// Stats asks the books fixture for its own figures (runtime.MemStats,
+// runtime/metrics...) and returns them by key.
+func (f *Fixture) Stats() map[string]int64 {
+	f.t.Helper()
+	f.Send("stats")
+	line := f.Expect("stats ")
+	f.Expect("ok")
+	out := map[string]int64{}
+	for _, kv := range strings.Fields(line)[1:] {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			f.t.Fatalf("books fixture: %s: %v", kv, err)
+		}
+		out[k] = n
+	}
+	return out
+}
+
 // Send writes a command line to the fixture's stdin.
 func (f *Fixture) Send(line string) { _, _ = io.WriteString(f.stdin, line+"\n") }
 

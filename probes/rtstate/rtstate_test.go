@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/gopulse/gopulse/internal/e2etest"
@@ -15,28 +13,6 @@ import (
 	"github.com/gopulse/gopulse/probes/goinspect"
 	"github.com/gopulse/gopulse/probes/rtstate"
 )
-
-// stats asks the fixture for its own figures.
-func stats(t *testing.T, f *e2etest.Fixture) map[string]int64 {
-	t.Helper()
-	f.Send("stats")
-	line := f.Expect("stats ")
-	f.Expect("ok")
-	out := map[string]int64{}
-	for _, kv := range strings.Fields(line)[1:] {
-		k, v, _ := strings.Cut(kv, "=")
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			u, err2 := strconv.ParseUint(v, 10, 64)
-			if err2 != nil {
-				t.Fatalf("%s: %v", kv, err)
-			}
-			n = int64(u)
-		}
-		out[k] = n
-	}
-	return out
-}
 
 // The books read from a live process's memory equal the runtime's own
 // figures on every shape and toolchain: cycle and pause totals exactly,
@@ -87,7 +63,7 @@ func TestBooksEqualRuntime(t *testing.T) {
 			}
 			check := func(what string) {
 				t.Helper()
-				want := stats(t, f)
+				want := f.Stats()
 				got, err := r.Read()
 				if err != nil {
 					t.Fatalf("%s: %v", what, err)
@@ -113,20 +89,14 @@ func TestBooksEqualRuntime(t *testing.T) {
 				t.Logf("%s: %+v (runtime: %v)", what, got, want)
 			}
 			check("at start (env GOGC=150 GOMEMLIMIT=3GiB)")
-			f.Send("alloc 64")
-			f.Expect("ok")
-			f.Send("gc 3")
-			f.Expect("ok")
-			f.Send("spawn 20")
-			f.Expect("ok")
+			f.Do("alloc 64")
+			f.Do("gc 3")
+			f.Do("spawn 20")
 			check("after cycles")
-			f.Send("gogc 50")
-			f.Expect("ok")
-			f.Send("limit 100000000")
-			f.Expect("ok")
+			f.Do("gogc 50")
+			f.Do("limit 100000000")
 			check("SetGCPercent(50), SetMemoryLimit(1e8)")
-			f.Send("gogc -1")
-			f.Expect("ok")
+			f.Do("gogc -1")
 			check("GC off")
 
 			s, err := r.Read()
