@@ -195,11 +195,13 @@ func proc(pid int, service string, cycles uint64) api.Process {
 	return api.Process{PID: pid, Exe: "/usr/bin/app" + service, GoVersion: "go1.26.8", ServiceName: service,
 		FirstSeen: t0.Add(time.Duration(pid) * time.Second), StartTime: t0,
 		GCCycles: cycles, GCForcedCycles: cycles / 2, GCPauseSecondsTotal: float64(cycles) * 1e-4,
-		GCAssistSecondsTotal: float64(cycles) * 1e-3, OtherSTWCount: 1, OtherSTWSecondsTotal: 2e-5}
+		GCAssistSecondsTotal: float64(cycles) * 1e-3, OtherSTWCount: 1, OtherSTWSecondsTotal: 2e-5,
+		Runtime: &api.Runtime{GCGoalBytes: 8 << 20, GOGCPercent: 100, MemoryLimitBytes: 1 << 30, Goroutines: 12, GOMAXPROCS: 4,
+			HeapLiveBytes: 5 << 20, MemoryUsedBytes: 20 << 20, MemoryStackBytes: 1 << 20, AllocatedBytes: cycles << 20}}
 }
 
 func cycle(trigger string) api.GCCycle {
-	return api.GCCycle{Trigger: trigger, SweepTermSeconds: 20e-6, MarkSeconds: 3e-3, MarkTermSeconds: 80e-6}
+	return api.GCCycle{Trigger: trigger, SweepTermSeconds: 20e-6, MarkSeconds: 3e-3, MarkTermSeconds: 80e-6, PauseSeconds: 100e-6}
 }
 
 // collector collects the exporter's metrics with a manual reader.
