@@ -67,7 +67,18 @@ func TestNewProcessOfKnownBinary(t *testing.T) {
 			if p.GoVersion == "" || !strings.HasPrefix(p.GoVersion, shape.Toolchain) {
 				t.Errorf("go_version = %q, want %s.x", p.GoVersion, shape.Toolchain)
 			}
+			if p.GCCyclesRecorded != run.Final.NumGC {
+				t.Errorf("the probe recorded %d of the %d cycles", p.GCCyclesRecorded, run.Final.NumGC)
+			}
 		})
+	}
+	// One trap per GC cycle, counted by the kernel (bpf_stats) over every
+	// cycle the probe recorded, in every Go 1.19-1.27 shape above (and
+	// whatever else ran Go on the host).
+	f := familyStatus(t, d, "gc")
+	t.Logf("gc family: %d uprobe hits, %d records (+%d lost): %.3f traps per cycle", f.UprobeHits, f.Events, f.LostEvents, f.UprobeHitsPerGCCycle)
+	if f.UprobeHitsPerGCCycle == 0 || f.UprobeHitsPerGCCycle > 1.5 {
+		t.Errorf("%.3f uprobe hits per GC cycle, want 1 (at most 1.5)", f.UprobeHitsPerGCCycle)
 	}
 }
 
