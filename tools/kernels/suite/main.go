@@ -522,15 +522,31 @@ func (s *suite) checkSched(ctx context.Context) {
 		return
 	}
 	kv := f.lines["final"]["voluntary"] - f.lines["baseline"]["voluntary"]
-	if err == nil && sc.Threads < 2 {
+	ki := f.lines["final"]["involuntary"] - f.lines["baseline"]["involuntary"]
+	// Switches (voluntary + involuntary: without sched_switch's
+	// prev_state, before 5.18, a switch may be classed otherwise than the
+	// kernel's own counters do) against the kernel's counts: at least
+	// those of the run, at most those of the process's life so far, read
+	// after the daemon's last poll (the fixture holds).
+	time.Sleep(1200 * time.Millisecond)
+	if p, ok := s.process(ctx, f.pid); ok && p.Sched != nil {
+		sc = p.Sched
+	}
+	lifeV, lifeI := taskSwitches(f.pid)
+	got := int64(sc.VoluntarySwitches + sc.InvoluntarySwitches)
+	switch {
+	case err != nil:
+	case sc.Threads < 2:
 		err = fmt.Errorf("%d threads", sc.Threads)
+	case got < kv+ki || got > lifeV+lifeI+20:
+		err = fmt.Errorf("%d switches counted, the kernel counted %d during the run and %d in the process's life", got, kv+ki, lifeV+lifeI)
 	}
 	gl := "none: " + sc.GoroutineLatencyError
 	if sc.GoroutineLatency != nil {
 		gl = fmt.Sprintf("%d sampled", sc.GoroutineLatency.Count)
 	}
-	s.check(name, err, "threads %d, voluntary %d (kernel counted %d during the run), involuntary %d, run-queue waits %d, on-CPU %.3fs; goroutine latency %s",
-		sc.Threads, sc.VoluntarySwitches, kv, sc.InvoluntarySwitches, sc.RunQueueLatency.Count, sc.OnCPUSeconds, gl)
+	s.check(name, err, "threads %d, voluntary %d, involuntary %d (kernel: %d and %d during the run, %d and %d in the process's life), run-queue waits %d, on-CPU %.3fs; goroutine latency %s",
+		sc.Threads, sc.VoluntarySwitches, sc.InvoluntarySwitches, kv, ki, lifeV, lifeI, sc.RunQueueLatency.Count, sc.OnCPUSeconds, gl)
 	_ = f.finish()
 }
 
@@ -587,4 +603,31 @@ func waitFor(ctx context.Context, limit time.Duration, what string, ok func() bo
 		}
 	}
 	return nil
+}
+
+// taskSwitches sums the kernel's voluntary and involuntary context switch
+// counts of pid's threads.
+func taskSwitches(pid int) (voluntary, involuntary int64) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, _ := os.ReadDir(dir)
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(l, ":")
+			if !ok {
+				continue
+			}
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "voluntary_ctxt_switches":
+				voluntary += n
+			case "nonvoluntary_ctxt_switches":
+				involuntary += n
+			}
+		}
+	}
+	return voluntary, involuntary
 }
