@@ -35,7 +35,8 @@ type Follow struct {
 	ch      chan api.GCCycle
 	dropped atomic.Uint64
 	owner   *followers
-	closed  bool // owner.mu
+	closed  bool   // owner.mu
+	last    uint64 // owner.mu: the runtime's number of the last cycle it was handed
 }
 
 // Cycles delivers the cycles in the order they completed; it is closed by
@@ -69,6 +70,13 @@ func (o *followers) publish(pid int, c api.GCCycle) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for f := range o.subs[pid] {
+		if c.Seq <= f.last {
+			// Already handed on (in the history it started with, or a
+			// reading of the books kept the cycle before its record
+			// came): each cycle once, in order.
+			continue
+		}
+		f.last = c.Seq
 		select {
 		case f.ch <- c:
 		default:
@@ -108,6 +116,9 @@ func (a *Aggregator) Follow(pid, last int) (*Follow, []api.GCCycle, error) {
 		o.subs[pid] = map[*Follow]struct{}{}
 	}
 	f := &Follow{pid: pid, ch: make(chan api.GCCycle, FollowBuffer), owner: o}
+	if n := len(p.cycles); n > 0 {
+		f.last = p.cycles[n-1].Seq
+	}
 	o.subs[pid][f] = struct{}{}
 	o.n++
 	return f, history, nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/gopulse/gopulse/probes/event"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,7 +55,8 @@ type Family struct {
 	books   map[uint32]probes.Books     // gc_layouts key → how to decode
 	nextKey uint32
 	readers map[uint32]*reader
-	pending []Event // tracking results, handed to the reader loop
+	tracks  []uint32      // processes to start reading (Track), by the reader loop
+	wake    chan struct{} // Track's nudge to the reader loop
 
 	polls chan chan struct{} // Drain's requests for a reading now
 
@@ -78,7 +80,7 @@ func New() (*Family, error) { return Load(probes.Env{}) }
 // Load loads the GC program into the kernel; env says where procfs is.
 func Load(env probes.Env) (*Family, error) {
 	f := &Family{every: time.Second, layouts: map[goinspect.FileID]uint32{}, books: map[uint32]probes.Books{},
-		readers: map[uint32]*reader{}, polls: make(chan chan struct{}, 64)}
+		readers: map[uint32]*reader{}, polls: make(chan chan struct{}, 64), wake: make(chan struct{}, 1)}
 	f.bins.ProcRoot = env.Proc()
 	spec, err := loadGc()
 	if err != nil {
@@ -198,11 +200,30 @@ const maxLayouts = int(gcGcContractGC_MAX_LAYOUTS)
 // Programs returns the family's programs, for run statistics.
 func (f *Family) Programs() []*ebpf.Program { return []*ebpf.Program{f.objs.GcCycle} }
 
-// Track starts reading a process's books: one checked reading and the
-// pause rings now (handed out by Read), then one reading per poll.
+// Track starts reading a process's books. It only queues the process:
+// the reader goroutine opens its memory, takes one checked reading and
+// the pause rings at once (Read), so no file is read on the caller's
+// event loop and the families tracked after this one wait for nothing.
 func (f *Family) Track(pid uint32) {
+	f.mu.Lock()
+	if len(f.tracks) < maxReaders {
+		f.tracks = append(f.tracks, pid)
+	}
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// track opens a queued process's reader: the event to hand on, and
+// whether there is one (a process gone before it was read has none).
+func (f *Family) track(pid uint32) (Event, bool) {
 	ev := Event{PID: int(pid), Kind: KindBooks}
 	r, err := f.openReader(pid)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ev, false
+	}
 	if err == nil {
 		ev.Books, err = r.r.Read()
 	}
@@ -216,20 +237,19 @@ func (f *Family) Track(pid uint32) {
 		old.close()
 		delete(f.readers, pid)
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		if r != nil {
 			r.close()
 		}
 		ev = Event{PID: int(pid), Kind: KindError, Err: err.Error()}
-	} else if len(f.readers) < maxReaders {
+	case len(f.readers) < maxReaders:
 		f.readers[pid] = r
-	} else {
+	default:
 		r.close()
 		ev = Event{PID: int(pid), Kind: KindError, Err: fmt.Sprintf("runtime books not read: %d processes already followed", maxReaders)}
 	}
-	if len(f.pending) < maxReaders {
-		f.pending = append(f.pending, ev)
-	}
+	return ev, true
 }
 
 type reader struct {
@@ -303,14 +323,23 @@ func (f *Family) Read(ctx context.Context, fn func(Event)) error {
 				close(done)
 			}
 			asked = asked[:0]
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			case done := <-f.polls:
-				asked = append(asked, done)
-				for len(f.polls) > 0 {
-					asked = append(asked, <-f.polls)
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					break wait
+				case <-f.wake:
+					// A process to start reading: at once, not at the
+					// next poll.
+					f.startTracked(deliver)
+				case done := <-f.polls:
+					asked = append(asked, done)
+					for len(f.polls) > 0 {
+						asked = append(asked, <-f.polls)
+					}
+					break wait
 				}
 			}
 		}
@@ -325,20 +354,30 @@ func (f *Family) Read(ctx context.Context, fn func(Event)) error {
 	return err
 }
 
-// Poll hands out what tracking found, then reads every tracked process's
-// books once.
-func (f *Family) Poll(fn func(Event)) {
+// startTracked opens the readers of the processes Track queued, handing
+// on their first reading.
+func (f *Family) startTracked(fn func(Event)) {
 	f.mu.Lock()
-	pending := f.pending
-	f.pending = nil
+	tracks := f.tracks
+	f.tracks = nil
+	f.mu.Unlock()
+	for _, pid := range tracks {
+		if ev, ok := f.track(pid); ok {
+			fn(ev)
+		}
+	}
+}
+
+// Poll starts reading the processes tracked since the last call, then
+// reads every tracked process's books once.
+func (f *Family) Poll(fn func(Event)) {
+	f.startTracked(fn)
+	f.mu.Lock()
 	readers := make(map[uint32]*reader, len(f.readers))
 	for pid, r := range f.readers {
 		readers[pid] = r
 	}
 	f.mu.Unlock()
-	for _, ev := range pending {
-		fn(ev)
-	}
 	for pid, r := range readers {
 		s, err := r.r.Read()
 		switch {
