@@ -111,7 +111,7 @@ func TestE2EDashboardAndRules(t *testing.T) {
 	d := e2etest.StartDaemon(t, "--prometheus-listen", listen, "--probes", "all")
 	prom := startPrometheus(t, listen)
 	// Known binaries: the fixtures below are traced from their start.
-	e2etest.RunFixture2(t, sick, nil, "-mode", "healthy")
+	e2etest.RunFixtureUntil(t, sick, nil, "done", "-mode", "healthy")
 	hl := e2etest.StartFixture(t, heaplock, nil, "-iters", "10", "-workers", "2")
 	hl.Expect("final")
 	_ = hl.Cmd.Wait()

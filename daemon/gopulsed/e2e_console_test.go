@@ -440,7 +440,7 @@ func TestDoctor(t *testing.T) {
 			// A first process makes the binary known, so the one diagnosed
 			// is traced from its first instruction.
 			if tt.bin == sick {
-				e2etest.RunFixture2(t, bin, tt.env, "-mode", "healthy")
+				e2etest.RunFixtureUntil(t, bin, tt.env, "done", "-mode", "healthy")
 			}
 			f := e2etest.StartFixture(t, bin, tt.env, append([]string{"-hold"}, tt.args...)...)
 			f.Expect(tt.done)
