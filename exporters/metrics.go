@@ -78,6 +78,8 @@ var (
 
 	mTraced = metricDef{name: "gopulse.processes.traced", unit: "{process}", kind: kindUpDownCounter,
 		desc: "Go processes the daemon traces now (exited ones until --forget-after).", family: "daemon", integer: true}
+	mReady = metricDef{name: "gopulse.ready", unit: "{state}", kind: kindUpDownCounter,
+		desc: "1 once the daemon's probe families are loaded and the processes running at its start attached, else 0.", family: "daemon", integer: true}
 	mPIDsDropped = metricDef{name: "gopulse.processes.dropped", unit: "{process}", kind: kindCounter,
 		desc: "Go processes not traced because of --max-pids.", family: "daemon", integer: true}
 	mBinaries = metricDef{name: "gopulse.binaries.probed", unit: "{binary}", kind: kindUpDownCounter,
@@ -105,7 +107,7 @@ var catalog = []metricDef{
 	mAdviseCalls, mAdviseSize, mReleased, mRSS,
 	mThreads, mSwitches, mOnCPU, mOffCPU, mRunQueueTime, mRunQueue, mSchedDuration,
 	mLockContentions, mLockWaitTime, mLockWait,
-	mTraced, mPIDsDropped, mBinaries, mProbes, mEvents, mLost, mHits, mExportErrors, mExportSeries, mExportDropped,
+	mTraced, mReady, mPIDsDropped, mBinaries, mProbes, mEvents, mLost, mHits, mExportErrors, mExportSeries, mExportDropped,
 }
 
 // perSeries tells the per-process (or per-service) metrics from the
@@ -166,6 +168,11 @@ func (e *Exporter) register(m metric.Meter) error {
 
 		st := e.src.Status()
 		o.ObserveInt64(ints[mTraced.name], int64(st.Processes))
+		ready := int64(0)
+		if st.Ready {
+			ready = 1
+		}
+		o.ObserveInt64(ints[mReady.name], ready)
 		o.ObserveInt64(ints[mPIDsDropped.name], i64(st.ProcessesDropped))
 		var probes int64
 		for _, b := range st.Binaries {

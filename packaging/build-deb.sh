@@ -56,6 +56,9 @@ install -D -m 0644 "$pkg/man/gopulsed.8" "$root/usr/share/man/man8/gopulsed.8"
 install -D -m 0644 "$pkg/man/gopulse.1" "$root/usr/share/man/man1/gopulse.1"
 gzip -9n "$root/usr/share/man/man8/gopulsed.8" "$root/usr/share/man/man1/gopulse.1"
 install -D -m 0644 "$pkg/debian/copyright" "$root/usr/share/doc/gopulse/copyright"
+# Fleet views: Grafana dashboard and Prometheus alerting rules.
+install -D -m 0644 "$pkg/fleet/gopulse-dashboard.json" "$root/usr/share/gopulse/gopulse-dashboard.json"
+install -D -m 0644 "$pkg/fleet/gopulse-alerts.yml" "$root/usr/share/gopulse/gopulse-alerts.yml"
 
 # Native package: its changelog is changelog.gz.
 maint="gopulse maintainers <gopulse@lists.gopulse.dev>"

@@ -56,6 +56,8 @@ func TestDebContents(t *testing.T) {
 		"-rw-r--r-- root/root .* ./usr/share/bash-completion/completions/gopulse",
 		"-rw-r--r-- root/root .* ./usr/share/zsh/vendor-completions/_gopulse",
 		"-rw-r--r-- root/root .* ./usr/share/doc/gopulse/copyright",
+		"-rw-r--r-- root/root .* ./usr/share/gopulse/gopulse-dashboard.json",
+		"-rw-r--r-- root/root .* ./usr/share/gopulse/gopulse-alerts.yml",
 		"-rw-r--r-- root/root .* ./usr/share/doc/gopulse/changelog.gz",
 	} {
 		if !regexp.MustCompile(`(?m)^` + want + `$`).MatchString(listing) {
@@ -118,6 +120,7 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 		"usr/share/man/man8/gopulsed.8.gz", "usr/share/man/man1/gopulse.1.gz",
 		"usr/share/bash-completion/completions/gopulse", "usr/share/zsh/vendor-completions/_gopulse",
 		"usr/share/doc/gopulse/copyright", "usr/share/doc/gopulse/changelog.gz",
+		"usr/share/gopulse/gopulse-dashboard.json", "usr/share/gopulse/gopulse-alerts.yml",
 		// Enabled: the socket with sockets.target, the service at boot.
 		"etc/systemd/system/sockets.target.wants/gopulsed.socket",
 		"etc/systemd/system/multi-user.target.wants/gopulsed.service",

@@ -347,11 +347,12 @@ func Gcload(t testing.TB, shape fixturebuild.Shape) string {
 	return fixturebuild.Build(t, "gcload", shape)
 }
 
-// RunFixture2 runs a fixture printing "ready" then "done" to completion.
-func RunFixture2(t testing.TB, bin string, env []string, args ...string) *Fixture {
+// RunFixtureUntil runs a fixture to completion, reading its output up to
+// the line starting with last (for fixtures other than gcload).
+func RunFixtureUntil(t testing.TB, bin string, env []string, last string, args ...string) *Fixture {
 	t.Helper()
 	f := StartFixture(t, bin, env, args...)
-	f.Expect("done")
+	f.Expect(last)
 	if err := f.Cmd.Wait(); err != nil {
 		t.Fatalf("fixture %s: %v", bin, err)
 	}

@@ -32,7 +32,7 @@ gopulse queries gopulsed, the daemon that traces the Go runtime (GC cycles,
 pauses...) of every Go process on this host.
 
 Commands:
-  ps            list the traced Go processes
+  ps            list the running traced Go processes (-a: the exited ones too)
   gc PID        show the last GC cycles of a process, gctrace style (-f: follow)
   lock PID      show the heap lock contention of a process (mheaplock family)
   mem PID       show the memory a process returned to the OS (madvise family)

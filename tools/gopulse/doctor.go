@@ -57,7 +57,7 @@ const (
 	gcCPUMinCycles       = 3
 	maxAdvisedGOGC       = 1000
 
-	goalAtLimitShare  = 0.95 // goal / limit: the limit, not GOGC, sets the goal
+	goalBelowGOGC     = 0.95 // goal / GOGC's goal: the limit, not GOGC, sets the goal
 	liveNearLimitCrit = 0.80 // live heap / limit: little room left, death spiral
 
 	churnMinBytes = 64 << 20 // released over the last minute (or since first seen)
@@ -143,25 +143,33 @@ func diagnose(f *figures, host hostFacts) []Finding {
 			pct(f.gcCPU), win, int(f.cyclesInWindow), f.gcPerSec, why))
 	}
 
-	// Heap goal pinned at the memory limit.
+	// Heap goal pinned at the memory limit: the limit, not GOGC, sets
+	// the goal (the runtime keeps the goal below the limit minus its
+	// non-heap memory, so the goal never reaches the limit itself).
 	if rt != nil && rt.MemoryLimitBytes > 0 && rt.MemoryLimitBytes != math.MaxInt64 {
 		limit := float64(rt.MemoryLimitBytes)
-		share := float64(rt.GCGoalBytes) / limit
 		live := float64(max(rt.HeapMarkedBytes, rt.HeapLiveBytes)) / limit
-		if share >= goalAtLimitShare {
+		gogcGoal := math.Inf(1) // GOGC off: only the limit
+		if rt.GOGCPercent >= 0 {
+			gogcGoal = float64(rt.HeapMarkedBytes) * (1 + float64(rt.GOGCPercent)/100)
+		}
+		if rt.HeapMarkedBytes > 0 && float64(rt.GCGoalBytes) < goalBelowGOGC*gogcGoal {
 			sev := sevWarning
 			if live >= liveNearLimitCrit || f.gcCPU >= gcCPUCrit {
 				sev = sevCritical
 			}
 			knob := "raise GOMEMLIMIT or shrink the live heap; keep GOGC on (GOGC=off leaves the limit as the only brake)"
+			gogc := "GOGC is off"
 			if rt.GOGCPercent < 0 {
 				knob = "GOGC is off: the limit is the only brake; raise GOMEMLIMIT or turn GOGC back on (e.g. GOGC=100) so the goal stays below the limit"
+			} else {
+				gogc = fmt.Sprintf("GOGC %d alone would give %s", rt.GOGCPercent, humanBytes(uint64(gogcGoal)))
 			}
-			out = append(out, finding(sev, f, ruleGoalAtLimit, share+live, map[string]float64{
+			out = append(out, finding(sev, f, ruleGoalAtLimit, 1+live, map[string]float64{
 				"gc_goal_bytes": float64(rt.GCGoalBytes), "memory_limit_bytes": limit, "heap_live_bytes": float64(rt.HeapLiveBytes),
 				"heap_marked_bytes": float64(rt.HeapMarkedBytes), "gc_cpu_share": f.gcCPU,
-			}, knob, "heap goal %s is at the memory limit %s (%.0f%%) with a live heap of %s (%.0f%% of it): the limit drives the GC; as the live heap nears it, the GC runs back to back (death spiral)",
-				humanBytes(rt.GCGoalBytes), limitString(rt.MemoryLimitBytes), share*100, humanBytes(max(rt.HeapMarkedBytes, rt.HeapLiveBytes)), live*100))
+			}, knob, "heap goal %s is set by the memory limit %s (%s), with a live heap of %s (%.0f%% of the limit): as the live heap nears the limit, the GC runs back to back (death spiral)",
+				humanBytes(rt.GCGoalBytes), limitString(rt.MemoryLimitBytes), gogc, humanBytes(max(rt.HeapMarkedBytes, rt.HeapLiveBytes)), live*100))
 		}
 	}
 

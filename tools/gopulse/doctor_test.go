@@ -61,11 +61,20 @@ func TestDoctorRules(t *testing.T) {
 			p := base()
 			p.Runtime = rt(func(r *api.Runtime) {
 				r.MemoryLimitBytes = 100 << 20
-				r.GCGoalBytes = 98 << 20
-				r.HeapMarkedBytes = 50 << 20
+				r.GCGoalBytes = 90 << 20
+				r.HeapMarkedBytes = 60 << 20
 			})
 			return p
-		}, quiet, 0, ruleGoalAtLimit, sevWarning, []string{"at the memory limit 100MiB", "raise GOMEMLIMIT"}},
+		}, quiet, 0, ruleGoalAtLimit, sevWarning, []string{"set by the memory limit 100MiB", "GOGC 100 alone would give 120MiB", "raise GOMEMLIMIT"}},
+		{"limit set, GOGC sets the goal", func() api.Process {
+			p := base()
+			p.Runtime = rt(func(r *api.Runtime) {
+				r.MemoryLimitBytes = 1 << 30
+				r.GCGoalBytes = 16 << 20
+				r.HeapMarkedBytes = 8 << 20
+			})
+			return p
+		}, quiet, 0, "", "", nil},
 		{"death spiral", func() api.Process {
 			p := base()
 			p.Runtime = rt(func(r *api.Runtime) {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
@@ -176,14 +177,16 @@ func (v *topView) apply(figs []figures) []figures {
 type topSampler struct {
 	c      *api.Client
 	window time.Duration
-	all    bool
+	all    atomic.Bool // exited processes too (the live view's key toggles it)
 	prev   map[int]api.Process
 	prevAt time.Time
 	now    func() time.Time
 }
 
 func newTopSampler(c *api.Client, window time.Duration, all bool) *topSampler {
-	return &topSampler{c: c, window: window, all: all, prev: map[int]api.Process{}, now: time.Now}
+	s := &topSampler{c: c, window: window, prev: map[int]api.Process{}, now: time.Now}
+	s.all.Store(all)
+	return s
 }
 
 func (s *topSampler) sample(ctx context.Context) ([]figures, error) {
@@ -196,7 +199,7 @@ func (s *topSampler) sample(ctx context.Context) ([]figures, error) {
 	next := map[int]api.Process{}
 	var figs []figures
 	for _, p := range ps {
-		if !s.all && p.Exited != nil {
+		if !s.all.Load() && p.Exited != nil {
 			continue
 		}
 		var cycles []api.GCCycle

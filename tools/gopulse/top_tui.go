@@ -179,7 +179,7 @@ func (ui *topUI) key(ev *tcell.EventKey) bool {
 			ui.editing, ui.editText = true, ui.view.filter
 		case 'a':
 			ui.view.all = !ui.view.all
-			ui.sampler.all = ui.view.all
+			ui.sampler.all.Store(ui.view.all)
 		}
 	}
 	ui.refresh()
