@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopulse/gopulse/tools/testenv"
+	"github.com/gopulse/gopulse/internal/testenv"
 )
 
 // The alerting rules are valid and pass their unit tests (promtool, from
