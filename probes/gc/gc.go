@@ -55,8 +55,9 @@ type Family struct {
 	books   map[uint32]probes.Books     // gc_layouts key → how to decode
 	nextKey uint32
 	readers map[uint32]*reader
-	tracks  []uint32      // processes to start reading (Track), by the reader loop
-	wake    chan struct{} // Track's nudge to the reader loop
+	tracks  []uint32       // processes to start reading (Track), by the reader loop
+	early   map[uint32]int // processes read before their runtime started, by attempts
+	wake    chan struct{}  // Track's nudge to the reader loop
 
 	polls chan chan struct{} // Drain's requests for a reading now
 
@@ -80,7 +81,8 @@ func New() (*Family, error) { return Load(probes.Env{}) }
 // Load loads the GC program into the kernel; env says where procfs is.
 func Load(env probes.Env) (*Family, error) {
 	f := &Family{every: time.Second, layouts: map[goinspect.FileID]uint32{}, books: map[uint32]probes.Books{},
-		readers: map[uint32]*reader{}, polls: make(chan chan struct{}, 64), wake: make(chan struct{}, 1)}
+		readers: map[uint32]*reader{}, polls: make(chan chan struct{}, 64), wake: make(chan struct{}, 1),
+		early: map[uint32]int{}}
 	f.bins.ProcRoot = env.Proc()
 	spec, err := loadGc()
 	if err != nil {
@@ -216,12 +218,38 @@ func (f *Family) Track(pid uint32) {
 	}
 }
 
+// earlyRetries bounds the attempts at a process whose runtime has not
+// started (tens of milliseconds after exec, longer on a loaded host).
+const (
+	earlyRetries = 40
+	earlyEvery   = 50 * time.Millisecond
+)
+
+// retryEarly queues a process read before its runtime set its books up
+// for another attempt shortly, and reports whether it did.
+func (f *Family) retryEarly(pid uint32) bool {
+	f.mu.Lock()
+	n := f.early[pid]
+	if n >= earlyRetries || len(f.early) >= maxReaders {
+		delete(f.early, pid)
+		f.mu.Unlock()
+		return false
+	}
+	f.early[pid] = n + 1
+	f.mu.Unlock()
+	time.AfterFunc(earlyEvery, func() { f.Track(pid) })
+	return true
+}
+
 // track opens a queued process's reader: the event to hand on, and
 // whether there is one (a process gone before it was read has none).
 func (f *Family) track(pid uint32) (Event, bool) {
 	ev := Event{PID: int(pid), Kind: KindBooks}
 	r, err := f.openReader(pid)
 	if errors.Is(err, fs.ErrNotExist) {
+		return ev, false
+	}
+	if errors.Is(err, rtstate.ErrNotReady) && f.retryEarly(pid) {
 		return ev, false
 	}
 	if err == nil {
@@ -233,6 +261,7 @@ func (f *Family) track(pid uint32) (Event, bool) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	delete(f.early, pid)
 	if old := f.readers[pid]; old != nil {
 		old.close()
 		delete(f.readers, pid)
@@ -293,6 +322,7 @@ func (f *Family) openReader(pid uint32) (*reader, error) {
 func (f *Family) Forget(pid uint32) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	delete(f.early, pid)
 	if r := f.readers[pid]; r != nil {
 		r.close()
 		delete(f.readers, pid)

@@ -41,6 +41,9 @@ func NewReader(mem Mem, a Addrs, f probes.Facts) (*Reader, error) {
 		if _, err = r.Read(); err == nil {
 			return r, nil
 		}
+		if errors.Is(err, ErrNotReady) {
+			return nil, err
+		}
 	}
 	return nil, fmt.Errorf("runtime books (found by %s) do not check out: %w", a.From, err)
 }
@@ -52,6 +55,10 @@ func (r *Reader) read(addr uint64, n uint32) ([]byte, error) {
 	}
 	return buf, nil
 }
+
+// ErrNotReady: the runtime has not set its books up yet (a process read
+// right after exec, before schedinit and gcinit ran): try again shortly.
+var ErrNotReady = errors.New("the runtime has not started yet")
 
 // ErrRead: the memory could not be read (after a first good reading: the
 // process is gone).
@@ -101,6 +108,10 @@ func (r *Reader) Read() (Sample, error) {
 	if err != nil {
 		return s, err
 	}
+	if allZero(ctl) {
+		// gcinit has not run: every word of the pacer is still zero.
+		return s, fmt.Errorf("gcController all zero: %w", ErrNotReady)
+	}
 	if s.GCSettings, err = DecodeSettings(bk, ctl); err != nil {
 		return s, err
 	}
@@ -141,6 +152,9 @@ func (r *Reader) goroutines(s *Sample) error {
 		return err
 	}
 	ptr, procs := u64(hdr, 0), u64(hdr, 8)
+	if procs == 0 && s.NumGC == 0 {
+		return fmt.Errorf("allp empty: %w", ErrNotReady) // procresize has not run
+	}
 	if procs == 0 || procs > maxProcs {
 		return fmt.Errorf("len(allp) = %d", procs)
 	}
@@ -150,6 +164,10 @@ func (r *Reader) goroutines(s *Sample) error {
 			return err
 		}
 		p := u64(pb, 0)
+		if p == 0 {
+			// procresize is filling allp: its entries come next.
+			return fmt.Errorf("allp[%d] nil: %w", i, ErrNotReady)
+		}
 		id, err := r.read(p, 4)
 		if err != nil {
 			return fmt.Errorf("allp[%d]: %w", i, err)
@@ -231,4 +249,13 @@ func (r *Reader) PauseRing(numgc uint32) ([]RingPause, error) {
 		out = append(out, RingPause{Seq: seq, PauseNs: u64(ns, 8*i), EndUnixNs: int64(u64(end, 8*i))})
 	}
 	return out, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
