@@ -29,6 +29,7 @@ import (
 	"github.com/gopulse/gopulse/probes/discovery"
 	"github.com/gopulse/gopulse/probes/gc"
 	"github.com/gopulse/gopulse/probes/goinspect"
+	"github.com/gopulse/gopulse/probes/sanitize"
 )
 
 // Config of the tracer.
@@ -289,6 +290,9 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 	if !gone {
 		exe, _ = os.Readlink(exeLink)
 	}
+	// The name is for people and exporters only (files are opened through
+	// exeLink): cleaned once here, as any local user chooses it.
+	exe = sanitize.Path(exe)
 	log := t.log.With("pid", pid, "exe", exe)
 
 	if !known {
