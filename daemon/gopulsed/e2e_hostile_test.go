@@ -1,10 +1,19 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -12,6 +21,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/gopulse/gopulse/internal/e2etest"
 	"github.com/gopulse/gopulse/internal/fixturebuild"
@@ -116,4 +127,108 @@ func TestHostileExecutableName(t *testing.T) {
 		t.Errorf("/metrics: no %s (last %s)", want, last)
 	}
 	f.Finish()
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key
+// in dir, and returns their paths and a pool that trusts it.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "gopulsed test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// The Prometheus endpoint behind TLS and basic auth, configured as
+// node-exporter's (--web.config.file, exporter-toolkit's format): a scrape
+// without credentials, or with a wrong password, is refused with 401; with
+// them it is served, over TLS only.
+func TestPrometheusTLSBasicAuth(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webConfig := filepath.Join(dir, "web.yml")
+	conf := fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  scraper: %s\n", certFile, keyFile, hash)
+	if err := os.WriteFile(webConfig, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	e2etest.StartDaemon(t, "--prometheus-listen", addr, "--web.config.file", webConfig)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	get := func(scheme, user, pass string) (int, string, error) {
+		req, err := http.NewRequest(http.MethodGet, scheme+"://"+addr+"/metrics", nil)
+		if err != nil {
+			return 0, "", err
+		}
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	var code int
+	var body string
+	e2etest.WaitFor(t, 10*time.Second, "the endpoint to serve with credentials", func() bool {
+		code, body, err = get("https", "scraper", "s3cret")
+		return err == nil && code == http.StatusOK
+	})
+	if !strings.Contains(body, "gopulse_processes_traced") {
+		t.Errorf("with credentials: no gopulse_processes_traced in:\n%.2000s", body)
+	}
+	for _, tc := range []struct {
+		name, scheme, user, pass string
+		want                     int
+	}{
+		{"no credentials", "https", "", "", http.StatusUnauthorized},
+		{"wrong password", "https", "scraper", "guess", http.StatusUnauthorized},
+		{"unknown user", "https", "admin", "s3cret", http.StatusUnauthorized},
+		{"plain HTTP", "http", "scraper", "s3cret", http.StatusBadRequest},
+	} {
+		code, body, err := get(tc.scheme, tc.user, tc.pass)
+		if err != nil || code != tc.want {
+			t.Errorf("%s: status %d, err %v, want %d", tc.name, code, err, tc.want)
+		}
+		if strings.Contains(body, "gopulse_") {
+			t.Errorf("%s: metrics served:\n%.500s", tc.name, body)
+		}
+	}
 }
