@@ -1,7 +1,11 @@
 // Package aggregate keeps, per traced process, the totals and the last N
 // GC cycles the probes reported. Everything is bounded: the number of
 // processes (over the cap new ones are dropped and counted), the history
-// per process, and exited processes are forgotten after a grace period.
+// per process, and exited processes are forgotten after a grace period —
+// or sooner, oldest first, when a live process needs their slot.
+//
+// A process is its PID and its start time: a PID reused by a new process
+// starts a fresh entry.
 package aggregate
 
 import (
@@ -62,6 +66,14 @@ type Aggregator struct {
 	mu      sync.Mutex
 	procs   map[int]*proc
 	dropped uint64
+	// exited lists the exited entries in the order they exited, so that
+	// a live process over the cap takes the oldest one's slot. Entries
+	// forgotten since, or replaced by a new process of the same PID, are
+	// skipped when met and compacted by Sweep.
+	exited []exitedEntry
+	// evicted are the PIDs whose exited entries made room, for the
+	// tracer to release (TakeEvicted).
+	evicted []int
 	follow  followers // gc -f subscriptions (follow.go)
 }
 
@@ -79,18 +91,53 @@ func New(cfg Config, clock Clock) *Aggregator {
 	return &Aggregator{cfg: cfg, clock: clock, procs: map[int]*proc{}}
 }
 
+type exitedEntry struct {
+	pid int
+	p   *proc
+}
+
 // lookup returns the entry for pid, creating it within the cap.
 func (a *Aggregator) lookup(pid int) *proc {
 	if p, ok := a.procs[pid]; ok {
 		return p
 	}
-	if len(a.procs) >= a.cfg.MaxProcs {
+	if len(a.procs) >= a.cfg.MaxProcs && !a.evictExited() {
 		a.dropped++
 		return nil
 	}
 	p := &proc{info: api.Process{PID: pid, FirstSeen: a.clock.Now()}}
 	a.procs[pid] = p
 	return p
+}
+
+// evictExited forgets the exited entry that exited first, to make room
+// for a live process: exited processes are kept for people to look at,
+// never at the cost of tracing a running one (a go build's burst of
+// short-lived processes would otherwise hold every slot for
+// --forget-after). It reports false when every entry is live. a.mu held.
+func (a *Aggregator) evictExited() bool {
+	for len(a.exited) > 0 {
+		e := a.exited[0]
+		a.exited[0] = exitedEntry{}
+		a.exited = a.exited[1:]
+		if a.procs[e.pid] == e.p {
+			delete(a.procs, e.pid)
+			a.evicted = append(a.evicted, e.pid)
+			return true
+		}
+	}
+	return false
+}
+
+// TakeEvicted returns (and clears) the PIDs of the exited entries
+// forgotten to make room for live processes since the last call: the
+// tracer releases them as it does Sweep's.
+func (a *Aggregator) TakeEvicted() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := a.evicted
+	a.evicted = nil
+	return out
 }
 
 // reset forgets the GC history of a process that exec'd anew.
@@ -106,6 +153,11 @@ func (p *proc) reset() {
 func (a *Aggregator) Register(m Meta) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if p, ok := a.procs[m.PID]; ok && !m.StartTime.IsZero() && !p.info.StartTime.IsZero() && !m.StartTime.Equal(p.info.StartTime) {
+		// The PID was reused: another process, which inherits nothing
+		// of the old one (its exited flag, its figures).
+		delete(a.procs, m.PID)
+	}
 	p := a.lookup(m.PID)
 	if p == nil {
 		return false
@@ -115,6 +167,14 @@ func (a *Aggregator) Register(m Meta) bool {
 	p.info.StartTime = m.StartTime
 	p.info.ServiceName, p.info.SystemdUnit, p.info.ContainerID = m.ServiceName, m.SystemdUnit, m.ContainerID
 	return true
+}
+
+// Has reports whether pid is tracked.
+func (a *Aggregator) Has(pid int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.procs[pid]
+	return ok
 }
 
 // Running lists the tracked processes not known to have exited.
@@ -144,6 +204,7 @@ func (a *Aggregator) Exited(pid int) {
 	if p, ok := a.procs[pid]; ok && p.info.Exited == nil {
 		t := a.clock.Now()
 		p.info.Exited = &t
+		a.exited = append(a.exited, exitedEntry{pid: pid, p: p})
 	}
 }
 
@@ -160,6 +221,16 @@ func (a *Aggregator) Sweep() []int {
 			gone = append(gone, pid)
 		}
 	}
+	// Compact the exit order: keep the entries still listed (their order
+	// unchanged), so that it never holds more than the map.
+	kept := a.exited[:0]
+	for _, e := range a.exited {
+		if a.procs[e.pid] == e.p {
+			kept = append(kept, e)
+		}
+	}
+	clear(a.exited[len(kept):])
+	a.exited = kept
 	return gone
 }
 

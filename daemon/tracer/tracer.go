@@ -378,6 +378,7 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		log.Warn("process not traced: --max-pids reached")
 		return false
 	}
+	t.releaseEvicted()
 	t.bind(pid, key.id, info)
 	t.trackFamilies(pid)
 	return true
@@ -487,6 +488,18 @@ func (t *Tracer) sweep() {
 	}
 	for _, pid := range t.agg.Sweep() {
 		t.release(pid)
+	}
+	t.releaseEvicted()
+}
+
+// releaseEvicted releases the exited processes the aggregator forgot to
+// make room for live ones (their binaries' probes go with their last
+// process); a PID already tracked again is left alone.
+func (t *Tracer) releaseEvicted() {
+	for _, pid := range t.agg.TakeEvicted() {
+		if !t.agg.Has(pid) {
+			t.release(pid)
+		}
 	}
 }
 
