@@ -52,7 +52,11 @@ type Meta struct {
 const rateWindow = time.Minute
 
 type proc struct {
-	info   api.Process
+	// registered: the tracer identified it (Register); an entry made by a
+	// GC event alone may be a process that already exited, or that was
+	// evicted and whose last events are late.
+	registered bool
+	info       api.Process
 	cycles []api.GCCycle // by Seq (the runtime's cycle number), len <= History
 	numgc  counterRing   // the runtime's cycle count, for the rate
 	ext    procExt       // the optional families' figures (extension.go)
@@ -74,6 +78,9 @@ type Aggregator struct {
 	// evicted are the PIDs whose exited entries made room, for the
 	// tracer to release (TakeEvicted).
 	evicted []int
+	// gone remembers the PIDs evicted lately, whose late events are
+	// expected: not counted as dropped processes. Bounded (maxGone).
+	gone map[int]struct{}
 	follow  followers // gc -f subscriptions (follow.go)
 }
 
@@ -96,13 +103,20 @@ type exitedEntry struct {
 	p   *proc
 }
 
-// lookup returns the entry for pid, creating it within the cap.
-func (a *Aggregator) lookup(pid int) *proc {
+// lookup returns the entry for pid, creating it within the cap. At the
+// cap, an identified live process (register) takes the slot of an exited
+// entry, else of an entry no Register identified; an event alone takes
+// none (else the late events of an evicted process would bring it back
+// and evict another, as measured: an exec storm at the cap filled every
+// slot with such entries).
+func (a *Aggregator) lookup(pid int, register bool) *proc {
 	if p, ok := a.procs[pid]; ok {
 		return p
 	}
-	if len(a.procs) >= a.cfg.MaxProcs && !a.evictExited() {
-		a.dropped++
+	if len(a.procs) >= a.cfg.MaxProcs && !(register && (a.evictExited() || a.evictUnidentified())) {
+		if _, late := a.gone[pid]; !late || register {
+			a.dropped++
+		}
 		return nil
 	}
 	p := &proc{info: api.Process{PID: pid, FirstSeen: a.clock.Now()}}
@@ -121,12 +135,43 @@ func (a *Aggregator) evictExited() bool {
 		a.exited[0] = exitedEntry{}
 		a.exited = a.exited[1:]
 		if a.procs[e.pid] == e.p {
-			delete(a.procs, e.pid)
-			a.evicted = append(a.evicted, e.pid)
+			a.evict(e.pid)
 			return true
 		}
 	}
 	return false
+}
+
+// evictUnidentified forgets the oldest entry no Register identified, for
+// an identified live process: such an entry is most likely a process
+// already gone (its exit seen before its first event). It reports false
+// when every entry is identified. a.mu held; a scan of the entries, only
+// at the cap when no exited entry is left.
+func (a *Aggregator) evictUnidentified() bool {
+	victim, first := -1, time.Time{}
+	for pid, p := range a.procs {
+		if !p.registered && (victim < 0 || p.info.FirstSeen.Before(first)) {
+			victim, first = pid, p.info.FirstSeen
+		}
+	}
+	if victim < 0 {
+		return false
+	}
+	a.evict(victim)
+	return true
+}
+
+// maxGone bounds the evicted PIDs remembered for their late events.
+const maxGone = 4096
+
+// evict forgets pid to make room. a.mu held.
+func (a *Aggregator) evict(pid int) {
+	delete(a.procs, pid)
+	a.evicted = append(a.evicted, pid)
+	if a.gone == nil || len(a.gone) >= maxGone {
+		a.gone = map[int]struct{}{} // bounded; a few miscounted drops at worst
+	}
+	a.gone[pid] = struct{}{}
 }
 
 // TakeEvicted returns (and clears) the PIDs of the exited entries
@@ -158,10 +203,11 @@ func (a *Aggregator) Register(m Meta) bool {
 		// of the old one (its exited flag, its figures).
 		delete(a.procs, m.PID)
 	}
-	p := a.lookup(m.PID)
+	p := a.lookup(m.PID, true)
 	if p == nil {
 		return false
 	}
+	p.registered = true
 	p.info.Exe, p.info.GoVersion = m.Exe, m.GoVersion
 	p.info.PIE, p.info.Static, p.info.Stripped = m.PIE, m.Static, m.Stripped
 	p.info.StartTime = m.StartTime
@@ -271,7 +317,7 @@ func (a *Aggregator) GC(ev gc.Event) {
 
 // gc applies ev under a.mu and returns the cycle it completed, if any.
 func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
-	p := a.lookup(ev.PID)
+	p := a.lookup(ev.PID, false)
 	if p == nil {
 		return nil, api.GCCycle{}, false
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -231,4 +232,50 @@ func TestPrometheusTLSBasicAuth(t *testing.T) {
 			t.Errorf("%s: metrics served:\n%.500s", tc.name, body)
 		}
 	}
+}
+
+// An exec storm of short-lived Go processes fills --max-pids with exited
+// entries (kept --forget-after, here the default 5 minutes); a
+// long-running process started next is traced all the same: exited
+// entries give their slots to live ones. (The cap leaves room for the
+// other Go processes this shared host runs.)
+func TestExecStormThenLongRunning(t *testing.T) {
+	const maxPIDs, storm = 64, 150
+	d := e2etest.StartDaemon(t, "--max-pids", strconv.Itoa(maxPIDs))
+	src := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
+	bin := filepath.Join(t.TempDir(), "gcload-storm")
+	copyFile(t, src, bin)
+	e2etest.WarmUp(t, d, bin)
+	for i := 0; i < storm; i++ {
+		if out, err := exec.Command(bin, "-gcloop", "1").CombinedOutput(); err != nil {
+			t.Fatalf("short-lived run %d: %v\n%s", i, err, out)
+		}
+	}
+	e2etest.WaitFor(t, 20*time.Second, fmt.Sprintf("the daemon to hold %d processes", maxPIDs), func() bool {
+		st, err := d.Client.Status(context.Background())
+		return err == nil && st.Processes == maxPIDs
+	})
+	f := e2etest.StartFixture(t, bin, nil, "-wait", "-hold", "-gcloop", "3")
+	defer func() {
+		if t.Failed() {
+			ps, _ := d.Client.Processes(context.Background())
+			for _, p := range ps {
+				t.Logf("listed: pid %d exe %s exited %v", p.PID, p.Exe, p.Exited)
+			}
+		}
+	}()
+	e2etest.WaitFor(t, 10*time.Second, "the long-running process to be traced", func() bool {
+		p, ok := d.Process(t, f.PID)
+		return ok && p.Exited == nil
+	})
+	f.Proceed()
+	f.Expect("final")
+	// Traced from its start: every cycle counted.
+	checkCycles(t, d, f.PID, f.Final.Sub(e2etest.MemStats{}))
+	f.Finish()
+	st, err := d.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after %d short-lived processes: %d listed (cap %d), %d dropped", storm, st.Processes, maxPIDs, st.ProcessesDropped)
 }
