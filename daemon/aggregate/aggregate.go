@@ -57,9 +57,9 @@ type proc struct {
 	// evicted and whose last events are late.
 	registered bool
 	info       api.Process
-	cycles []api.GCCycle // by Seq (the runtime's cycle number), len <= History
-	numgc  counterRing   // the runtime's cycle count, for the rate
-	ext    procExt       // the optional families' figures (extension.go)
+	cycles     []api.GCCycle // by Seq (the runtime's cycle number), len <= History
+	numgc      counterRing   // the runtime's cycle count, for the rate
+	ext        procExt       // the optional families' figures (extension.go)
 }
 
 // Aggregator is safe for concurrent use.
@@ -80,8 +80,8 @@ type Aggregator struct {
 	evicted []int
 	// gone remembers the PIDs evicted lately, whose late events are
 	// expected: not counted as dropped processes. Bounded (maxGone).
-	gone map[int]struct{}
-	follow  followers // gc -f subscriptions (follow.go)
+	gone   map[int]struct{}
+	follow followers // gc -f subscriptions (follow.go)
 }
 
 // New returns an empty aggregator.

@@ -164,8 +164,8 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 	}
 
 	b = &Binary{
-		Path:      path,
-		ID:        id,
+		Path: path,
+		ID:   id,
 		// The binary's own bytes: any local user chooses them.
 		GoVersion: sanitize.Name(bi.GoVersion),
 		Version:   ver,
