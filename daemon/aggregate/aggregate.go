@@ -75,8 +75,8 @@ type Aggregator struct {
 	// forgotten since, or replaced by a new process of the same PID, are
 	// skipped when met and compacted by Sweep.
 	exited []exitedEntry
-	// evicted are the PIDs whose exited entries made room, for the
-	// tracer to release (TakeEvicted).
+	// evicted are the PIDs whose entries (exited or unidentified) made
+	// room, for the tracer to release (TakeEvicted).
 	evicted []int
 	// gone remembers the PIDs evicted lately, whose late events are
 	// expected: not counted as dropped processes. Bounded (maxGone).
@@ -174,9 +174,9 @@ func (a *Aggregator) evict(pid int) {
 	a.gone[pid] = struct{}{}
 }
 
-// TakeEvicted returns (and clears) the PIDs of the exited entries
-// forgotten to make room for live processes since the last call: the
-// tracer releases them as it does Sweep's.
+// TakeEvicted returns (and clears) the PIDs of the entries (exited or
+// unidentified) forgotten to make room for live processes since the last
+// call: the tracer releases them as it does Sweep's.
 func (a *Aggregator) TakeEvicted() []int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
