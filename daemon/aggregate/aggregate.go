@@ -47,6 +47,10 @@ type Meta struct {
 	StartTime time.Time
 	// Who it is, for labels.
 	ServiceName, SystemdUnit, ContainerID string
+	// Gone: the process had already exited when identified (its events
+	// may still be in flight). At the cap it may take an exited entry's
+	// slot, not an unidentified one's (that may be a live process).
+	Gone bool
 }
 
 const rateWindow = time.Minute
@@ -109,11 +113,11 @@ type exitedEntry struct {
 // none (else the late events of an evicted process would bring it back
 // and evict another, as measured: an exec storm at the cap filled every
 // slot with such entries).
-func (a *Aggregator) lookup(pid int, register bool) *proc {
+func (a *Aggregator) lookup(pid int, register, gone bool) *proc {
 	if p, ok := a.procs[pid]; ok {
 		return p
 	}
-	if len(a.procs) >= a.cfg.MaxProcs && !(register && (a.evictExited() || a.evictUnidentified())) {
+	if len(a.procs) >= a.cfg.MaxProcs && !(register && (a.evictExited() || !gone && a.evictUnidentified())) {
 		if _, late := a.gone[pid]; !late || register {
 			a.dropped++
 		}
@@ -203,7 +207,7 @@ func (a *Aggregator) Register(m Meta) bool {
 		// of the old one (its exited flag, its figures).
 		delete(a.procs, m.PID)
 	}
-	p := a.lookup(m.PID, true)
+	p := a.lookup(m.PID, true, m.Gone)
 	if p == nil {
 		return false
 	}
@@ -317,7 +321,7 @@ func (a *Aggregator) GC(ev gc.Event) {
 
 // gc applies ev under a.mu and returns the cycle it completed, if any.
 func (a *Aggregator) gc(ev gc.Event) (*proc, api.GCCycle, bool) {
-	p := a.lookup(ev.PID, false)
+	p := a.lookup(ev.PID, false, false)
 	if p == nil {
 		return nil, api.GCCycle{}, false
 	}

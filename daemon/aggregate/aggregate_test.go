@@ -271,9 +271,13 @@ func TestEventsDoNotEvict(t *testing.T) {
 	if a.Has(1) || !a.Has(3) || !a.Has(5) || !a.Has(6) {
 		t.Errorf("after: 1 %v 3 %v 5 %v 6 %v", a.Has(1), a.Has(3), a.Has(5), a.Has(6))
 	}
+	a.Register(Meta{PID: 8, Gone: true}) // gone already: does not take unidentified 3's slot
+	if !a.Has(3) || a.Has(8) {
+		t.Errorf("a gone process evicted an unidentified entry: 3 %v 8 %v", a.Has(3), a.Has(8))
+	}
 	a.Register(Meta{PID: 3}) // identified now
 	// (The late event of 1 is expected, not a dropped process.)
-	if a.Register(Meta{PID: 7}) || a.Dropped() != 2 {
+	if a.Register(Meta{PID: 7}) || a.Dropped() != 3 {
 		t.Errorf("all identified and live: 7 must be dropped (dropped %d)", a.Dropped())
 	}
 }

@@ -355,7 +355,7 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		// Its events may still be in flight: they land on an entry that
 		// says who it was, already marked exited.
 		if t.agg.Register(aggregate.Meta{PID: pid, Exe: exe, GoVersion: info.goVersion,
-			PIE: info.pie, Static: info.static, Stripped: info.stripped}) {
+			PIE: info.pie, Static: info.static, Stripped: info.stripped, Gone: true}) {
 			t.agg.Exited(pid)
 		}
 		return true
