@@ -390,6 +390,10 @@ const maxRefused = 32
 // refuse records a binary that gets no probes, for status: the newest
 // maxRefused, one entry per path.
 func (t *Tracer) refuse(b api.BinaryStatus) {
+	// The reasons may quote the path an exec event named, raw.
+	for i, e := range b.Errors {
+		b.Errors[i] = sanitize.String(e, sanitize.MaxPath)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.refused = slices.DeleteFunc(t.refused, func(o api.BinaryStatus) bool { return o.Path == b.Path })
