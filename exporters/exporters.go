@@ -180,7 +180,8 @@ func (e *Exporter) apply(old, cfg Config) {
 			}
 		}
 	}
-	if old.PrometheusListen != cfg.PrometheusListen || old.HostName != cfg.HostName || e.prom == nil && cfg.PrometheusListen != "" {
+	if old.PrometheusListen != cfg.PrometheusListen || old.PrometheusWebConfig != cfg.PrometheusWebConfig || old.HostName != cfg.HostName ||
+		e.prom == nil && cfg.PrometheusListen != "" {
 		e.stopProm()
 		if cfg.PrometheusListen != "" {
 			p, err := e.startProm(cfg)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/goconv"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/gopulse/gopulse/daemon/api"
 )
@@ -637,5 +640,64 @@ func TestPrometheusEndpoint(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + addr + "/metrics"); err == nil {
 		t.Errorf("old address still served")
+	}
+}
+
+// A web configuration that does not load leaves the endpoint closed, never
+// open without the protection asked for; a good one (here basic auth
+// alone) is applied by Reconfigure, as on SIGHUP.
+func TestPrometheusWebConfigFailsClosed(t *testing.T) {
+	src := &fakeSource{status: api.Status{Version: "test"}}
+	src.set(proc(42, "checkout", 7))
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yml")
+	if err := os.WriteFile(bad, []byte("basic_auth_users: [not, a, map]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	cfg := Config{PrometheusListen: addr, PrometheusWebConfig: bad, MaxProcesses: 10, HostName: "host-1"}
+	e, err := New(cfg, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("bad web config: endpoint served (%s)", resp.Status)
+	}
+	good := filepath.Join(dir, "good.yml")
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(good, []byte("basic_auth_users:\n  u: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.PrometheusWebConfig = good
+	if err := e.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	var resp *http.Response
+	for i := 0; i < 50; i++ {
+		if resp, err = http.Get("http://" + addr + "/metrics"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("no credentials: %s, want 401", resp.Status)
 	}
 }

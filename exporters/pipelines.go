@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -204,10 +205,11 @@ func (c *countingExporter) Export(ctx context.Context, rm *metricdata.ResourceMe
 // promPipeline is the scrape side: the OpenTelemetry Prometheus exporter
 // on a registry of its own (never the global one), served on /metrics.
 type promPipeline struct {
-	mp     *sdkmetric.MeterProvider
-	srv    *http.Server
-	cancel context.CancelFunc
-	done   chan struct{}
+	mp        *sdkmetric.MeterProvider
+	srv       *http.Server
+	webConfig string // exporter-toolkit web configuration file, "" for none
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 // promRetry is how long the endpoint waits before trying again to listen
@@ -217,6 +219,11 @@ const promRetry = 10 * time.Second
 // startProm builds the scrape pipeline and serves it in the background;
 // e.mu held. A failure to listen is logged and retried, never fatal.
 func (e *Exporter) startProm(cfg Config) (*promPipeline, error) {
+	// A web configuration that does not load must not fall back to an
+	// open endpoint: refused here, logged by the caller.
+	if err := web.Validate(cfg.PrometheusWebConfig); err != nil {
+		return nil, fmt.Errorf("web configuration %s: %w", cfg.PrometheusWebConfig, err)
+	}
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithProducer(producer{e}))
 	if err != nil {
@@ -242,7 +249,7 @@ func (e *Exporter) startProm(cfg Config) (*promPipeline, error) {
 		fmt.Fprintln(w, "gopulsed: metrics at /metrics")
 	})
 	ctx, cancel := context.WithCancel(e.ctx)
-	p := &promPipeline{mp: mp, cancel: cancel, done: make(chan struct{}),
+	p := &promPipeline{mp: mp, cancel: cancel, done: make(chan struct{}), webConfig: cfg.PrometheusWebConfig,
 		srv: &http.Server{Addr: cfg.PrometheusListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go p.serve(ctx, e)
 	return p, nil
@@ -260,7 +267,12 @@ func (p *promPipeline) serve(ctx context.Context, e *Exporter) {
 				defer cancel()
 				_ = p.srv.Shutdown(sctx)
 			}()
-			if err := p.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			// exporter-toolkit serves TLS and checks basic auth as the
+			// file says (re-read on each connection and request, so
+			// certificates and passwords rotate without a reload); plain
+			// HTTP without it.
+			flags := &web.FlagConfig{WebConfigFile: &p.webConfig}
+			if err := web.Serve(ln, p.srv, flags, e.log.With("endpoint", "prometheus")); !errors.Is(err, http.ErrServerClosed) {
 				e.promErrors.Add(1)
 				e.log.Error("Prometheus endpoint", "err", err)
 			}

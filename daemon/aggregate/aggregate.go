@@ -1,7 +1,11 @@
 // Package aggregate keeps, per traced process, the totals and the last N
 // GC cycles the probes reported. Everything is bounded: the number of
 // processes (over the cap new ones are dropped and counted), the history
-// per process, and exited processes are forgotten after a grace period.
+// per process, and exited processes are forgotten after a grace period —
+// or sooner, oldest first, when a live process needs their slot.
+//
+// A process is its PID and its start time: a PID reused by a new process
+// starts a fresh entry.
 package aggregate
 
 import (
@@ -42,15 +46,23 @@ type Meta struct {
 	StartTime time.Time
 	// Who it is, for labels.
 	ServiceName, SystemdUnit, ContainerID string
+	// Gone: the process had already exited when identified (its events
+	// may still be in flight). At the cap it may take an exited entry's
+	// slot, not an unidentified one's (that may be a live process).
+	Gone bool
 }
 
 const rateWindow = time.Minute
 
 type proc struct {
-	info   api.Process
-	cycles []api.GCCycle // by Seq (the runtime's cycle number), len <= History
-	numgc  counterRing   // the runtime's cycle count, for the rate
-	ext    procExt       // the optional families' figures (extension.go)
+	// registered: the tracer identified it (Register); an entry made by a
+	// GC event alone may be a process that already exited, or that was
+	// evicted and whose last events are late.
+	registered bool
+	info       api.Process
+	cycles     []api.GCCycle // by Seq (the runtime's cycle number), len <= History
+	numgc      counterRing   // the runtime's cycle count, for the rate
+	ext        procExt       // the optional families' figures (extension.go)
 }
 
 // Aggregator is safe for concurrent use.
@@ -61,7 +73,18 @@ type Aggregator struct {
 	mu      sync.Mutex
 	procs   map[int]*proc
 	dropped uint64
-	follow  followers // gc -f subscriptions (follow.go)
+	// exited lists the exited entries in the order they exited, so that
+	// a live process over the cap takes the oldest one's slot. Entries
+	// forgotten since, or replaced by a new process of the same PID, are
+	// skipped when met and compacted by Sweep.
+	exited []exitedEntry
+	// evicted are the PIDs whose entries (exited or unidentified) made
+	// room, for the tracer to release (TakeEvicted).
+	evicted []int
+	// gone remembers the PIDs evicted lately, whose late events are
+	// expected: not counted as dropped processes. Bounded (maxGone).
+	gone   map[int]struct{}
+	follow followers // gc -f subscriptions (follow.go)
 }
 
 // New returns an empty aggregator.
@@ -78,18 +101,91 @@ func New(cfg Config, clock Clock) *Aggregator {
 	return &Aggregator{cfg: cfg, clock: clock, procs: map[int]*proc{}}
 }
 
-// lookup returns the entry for pid, creating it within the cap.
-func (a *Aggregator) lookup(pid int) *proc {
+type exitedEntry struct {
+	pid int
+	p   *proc
+}
+
+// lookup returns the entry for pid, creating it within the cap. At the
+// cap, an identified live process (register) takes the slot of an exited
+// entry, else of an entry no Register identified; an event alone takes
+// none (else the late events of an evicted process would bring it back
+// and evict another, as measured: an exec storm at the cap filled every
+// slot with such entries).
+func (a *Aggregator) lookup(pid int, register, gone bool) *proc {
 	if p, ok := a.procs[pid]; ok {
 		return p
 	}
-	if len(a.procs) >= a.cfg.MaxProcs {
-		a.dropped++
+	if len(a.procs) >= a.cfg.MaxProcs && !(register && (a.evictExited() || !gone && a.evictUnidentified())) {
+		if _, late := a.gone[pid]; !late || register {
+			a.dropped++
+		}
 		return nil
 	}
 	p := &proc{info: api.Process{PID: pid, FirstSeen: a.clock.Now()}}
 	a.procs[pid] = p
 	return p
+}
+
+// evictExited forgets the exited entry that exited first, to make room
+// for a live process: exited processes are kept for people to look at,
+// never at the cost of tracing a running one (a go build's burst of
+// short-lived processes would otherwise hold every slot for
+// --forget-after). It reports false when every entry is live. a.mu held.
+func (a *Aggregator) evictExited() bool {
+	for len(a.exited) > 0 {
+		e := a.exited[0]
+		a.exited[0] = exitedEntry{}
+		a.exited = a.exited[1:]
+		if a.procs[e.pid] == e.p {
+			a.evict(e.pid)
+			return true
+		}
+	}
+	return false
+}
+
+// evictUnidentified forgets the oldest entry no Register identified, for
+// an identified live process: such an entry is most likely a process
+// already gone (its exit seen before its first event). It reports false
+// when every entry is identified. a.mu held; a scan of the entries, only
+// at the cap when no exited entry is left.
+func (a *Aggregator) evictUnidentified() bool {
+	victim, first := -1, time.Time{}
+	for pid, p := range a.procs {
+		if !p.registered && (victim < 0 || p.info.FirstSeen.Before(first)) {
+			victim, first = pid, p.info.FirstSeen
+		}
+	}
+	if victim < 0 {
+		return false
+	}
+	a.evict(victim)
+	return true
+}
+
+// maxGone bounds the evicted PIDs remembered for their late events.
+const maxGone = 4096
+
+// evict forgets pid to make room. a.mu held.
+func (a *Aggregator) evict(pid int) {
+	delete(a.procs, pid)
+	a.evicted = append(a.evicted, pid)
+	if a.gone == nil || len(a.gone) >= maxGone {
+		a.gone = map[int]struct{}{} // bounded; a few miscounted drops at worst
+	}
+	a.gone[pid] = struct{}{}
+}
+
+// TakeEvicted returns (and clears) the PIDs of the entries (exited or
+// unidentified) forgotten to make room for live processes since the last
+// call: the tracer releases them as it does Sweep's.
+func (a *Aggregator) TakeEvicted() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := a.evicted
+	a.evicted = nil
+	return out
 }
 
 // reset forgets the GC history of a process that exec'd anew.
@@ -105,15 +201,29 @@ func (p *proc) reset() {
 func (a *Aggregator) Register(m Meta) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p := a.lookup(m.PID)
+	if p, ok := a.procs[m.PID]; ok && !m.StartTime.IsZero() && !p.info.StartTime.IsZero() && !m.StartTime.Equal(p.info.StartTime) {
+		// The PID was reused: another process, which inherits nothing
+		// of the old one (its exited flag, its figures).
+		delete(a.procs, m.PID)
+	}
+	p := a.lookup(m.PID, true, m.Gone)
 	if p == nil {
 		return false
 	}
+	p.registered = true
 	p.info.Exe, p.info.GoVersion = m.Exe, m.GoVersion
 	p.info.PIE, p.info.Static, p.info.Stripped = m.PIE, m.Static, m.Stripped
 	p.info.StartTime = m.StartTime
 	p.info.ServiceName, p.info.SystemdUnit, p.info.ContainerID = m.ServiceName, m.SystemdUnit, m.ContainerID
 	return true
+}
+
+// Has reports whether pid is tracked.
+func (a *Aggregator) Has(pid int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.procs[pid]
+	return ok
 }
 
 // Running lists the tracked processes not known to have exited.
@@ -143,6 +253,7 @@ func (a *Aggregator) Exited(pid int) {
 	if p, ok := a.procs[pid]; ok && p.info.Exited == nil {
 		t := a.clock.Now()
 		p.info.Exited = &t
+		a.exited = append(a.exited, exitedEntry{pid: pid, p: p})
 	}
 }
 
@@ -159,6 +270,16 @@ func (a *Aggregator) Sweep() []int {
 			gone = append(gone, pid)
 		}
 	}
+	// Compact the exit order: keep the entries still listed (their order
+	// unchanged), so that it never holds more than the map.
+	kept := a.exited[:0]
+	for _, e := range a.exited {
+		if a.procs[e.pid] == e.p {
+			kept = append(kept, e)
+		}
+	}
+	clear(a.exited[len(kept):])
+	a.exited = kept
 	return gone
 }
 
@@ -199,7 +320,7 @@ func (a *Aggregator) GC(ev event.GC) {
 
 // gc applies ev under a.mu and returns the cycle it completed, if any.
 func (a *Aggregator) gc(ev event.GC) (*proc, api.GCCycle, bool) {
-	p := a.lookup(ev.PID)
+	p := a.lookup(ev.PID, false, false)
 	if p == nil {
 		return nil, api.GCCycle{}, false
 	}

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -184,5 +185,159 @@ func TestBeforeProbesFromRings(t *testing.T) {
 	h, _ = a.GCHistory(3, 0)
 	if h.Process.GCCycles != 7 || h.Cycles[3].Seq != 7 || h.Cycles[2].BeforeProbes || !h.Cycles[1].BeforeProbes {
 		t.Errorf("after two records: totals %+v, cycles %+v", h.Process, h.Cycles)
+	}
+}
+
+// Exited entries never hold slots against live processes: at the cap, a
+// live one takes the slot of the entry that exited first; with only live
+// entries, it is dropped. The evicted PIDs are handed to the tracer once.
+func TestExitedYieldSlotsToLive(t *testing.T) {
+	clk := &fakeClock{now: boot.Add(time.Hour)}
+	a := New(Config{History: 3, MaxProcs: 3, ForgetAfter: time.Hour}, clk)
+	for _, pid := range []int{1, 2, 3} {
+		a.Register(Meta{PID: pid})
+	}
+	// 2 exits before 1; 3 lives.
+	a.Exited(2)
+	clk.now = clk.now.Add(time.Second)
+	a.Exited(1)
+	for _, step := range []struct {
+		pid     int
+		want    bool
+		evicted []int
+		listed  []int
+	}{
+		{10, true, []int{2}, []int{1, 3, 10}},  // the oldest exited goes
+		{11, true, []int{1}, []int{3, 10, 11}}, // then the next
+		{12, false, nil, []int{3, 10, 11}},     // all live: dropped
+		{3, true, nil, []int{3, 10, 11}},       // a known one is refreshed
+	} {
+		if got := a.Register(Meta{PID: step.pid}); got != step.want {
+			t.Errorf("Register(%d) = %v, want %v", step.pid, got, step.want)
+		}
+		if ev := a.TakeEvicted(); !slices.Equal(ev, step.evicted) {
+			t.Errorf("after %d: evicted %v, want %v", step.pid, ev, step.evicted)
+		}
+		var listed []int
+		for _, p := range a.Processes() {
+			listed = append(listed, p.PID)
+		}
+		if !slices.Equal(listed, step.listed) {
+			t.Errorf("after %d: listed %v, want %v", step.pid, listed, step.listed)
+		}
+	}
+	if a.Dropped() != 1 {
+		t.Errorf("dropped %d, want 1", a.Dropped())
+	}
+	// An entry forgotten by Sweep, or replaced by a new process of its
+	// PID, is not evicted a second time.
+	a.Exited(10)
+	a.Register(Meta{PID: 10, StartTime: clk.now}) // (no start time before: not a reuse)
+	a.Exited(11)
+	clk.now = clk.now.Add(2 * time.Hour)
+	gone := a.Sweep()
+	slices.Sort(gone)
+	if !slices.Equal(gone, []int{10, 11}) {
+		t.Errorf("swept %v, want [10 11]", gone)
+	}
+	if len(a.exited) > a.Len() {
+		t.Errorf("exit order holds %d entries for %d processes", len(a.exited), a.Len())
+	}
+}
+
+// At the cap, an event alone takes no slot (the late events of an evicted
+// process must not bring it back); an identified live process takes the
+// slot of the oldest entry no Register identified when no exited entry is
+// left.
+func TestEventsDoNotEvict(t *testing.T) {
+	clk := &fakeClock{now: boot.Add(time.Hour)}
+	a := New(Config{History: 3, MaxProcs: 3, ForgetAfter: time.Hour}, clk)
+	a.Register(Meta{PID: 1})
+	a.GC(cycle(2, 1, clk.now, false)) // unidentified
+	clk.now = clk.now.Add(time.Second)
+	a.GC(cycle(3, 1, clk.now, false)) // unidentified, younger
+	a.Exited(1)
+	a.GC(cycle(4, 1, clk.now, false)) // an event at the cap: dropped
+	if a.Has(4) || !a.Has(1) || a.Dropped() != 1 {
+		t.Fatalf("an event evicted: has 4 %v, has 1 %v, dropped %d", a.Has(4), a.Has(1), a.Dropped())
+	}
+	a.Register(Meta{PID: 5}) // takes exited 1's slot
+	a.Register(Meta{PID: 6}) // takes unidentified 2's (the oldest)
+	if ev := a.TakeEvicted(); !slices.Equal(ev, []int{1, 2}) {
+		t.Errorf("evicted %v, want [1 2]", ev)
+	}
+	a.GC(cycle(1, 2, clk.now, false)) // late event of evicted 1: not back
+	if a.Has(1) || !a.Has(3) || !a.Has(5) || !a.Has(6) {
+		t.Errorf("after: 1 %v 3 %v 5 %v 6 %v", a.Has(1), a.Has(3), a.Has(5), a.Has(6))
+	}
+	a.Register(Meta{PID: 8, Gone: true}) // gone already: does not take unidentified 3's slot
+	if !a.Has(3) || a.Has(8) {
+		t.Errorf("a gone process evicted an unidentified entry: 3 %v 8 %v", a.Has(3), a.Has(8))
+	}
+	a.Register(Meta{PID: 3}) // identified now
+	// (The late event of 1 is expected, not a dropped process.)
+	if a.Register(Meta{PID: 7}) || a.Dropped() != 3 {
+		t.Errorf("all identified and live: 7 must be dropped (dropped %d)", a.Dropped())
+	}
+}
+
+// An exec storm of short-lived processes at the cap, then a long-running
+// one: traced, whatever --forget-after.
+func TestExecStormThenLongRunning(t *testing.T) {
+	clk := &fakeClock{now: boot.Add(time.Hour)}
+	a := New(Config{History: 3, MaxProcs: 8, ForgetAfter: time.Hour}, clk)
+	for pid := 100; pid < 1100; pid++ {
+		if !a.Register(Meta{PID: pid}) {
+			t.Fatalf("short-lived %d not traced", pid)
+		}
+		a.GC(cycle(pid, 1, clk.now, false))
+		a.Exited(pid)
+		clk.now = clk.now.Add(time.Millisecond)
+	}
+	if !a.Register(Meta{PID: 5000}) {
+		t.Fatal("long-running process not traced after the storm")
+	}
+	if a.Len() != 8 || a.Dropped() != 0 || len(a.TakeEvicted()) != 1000-7 {
+		t.Errorf("len %d dropped %d", a.Len(), a.Dropped())
+	}
+}
+
+// A process is (PID, start time): a PID reused by a new process within
+// --forget-after inherits neither the exited flag nor the figures of the
+// old one; the same process registered again keeps them.
+func TestPIDReuseStartsFresh(t *testing.T) {
+	clk := &fakeClock{now: boot.Add(time.Hour)}
+	a := New(Config{History: 10, MaxProcs: 10, ForgetAfter: time.Hour}, clk)
+	old := boot.Add(10 * time.Minute)
+	a.Register(Meta{PID: 7, Exe: "/bin/old", StartTime: old})
+	a.GC(books(7, 40, 3))
+	a.GC(cycle(7, 41, clk.now, true))
+
+	// The same process, registered again (a rescan): nothing lost.
+	a.Register(Meta{PID: 7, Exe: "/bin/old", StartTime: old})
+	if h, _ := a.GCHistory(7, 0); h.Process.GCCycles != 41 || len(h.Cycles) == 0 {
+		t.Fatalf("same process re-registered: %d cycles, %d kept", h.Process.GCCycles, len(h.Cycles))
+	}
+
+	a.Exited(7)
+	clk.now = clk.now.Add(time.Minute)
+	a.Register(Meta{PID: 7, Exe: "/bin/new", StartTime: old.Add(time.Hour)})
+	h, err := a.GCHistory(7, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := h.Process
+	if p.Exited != nil || p.GCCycles != 0 || p.GCForcedCycles != 0 || p.GCCyclesRecorded != 0 || p.Runtime != nil ||
+		p.OtherSTWCount != 0 || len(h.Cycles) != 0 || p.Exe != "/bin/new" || !p.FirstSeen.Equal(clk.now) {
+		t.Errorf("reused PID inherited the old entry: %+v, %d cycles", p, len(h.Cycles))
+	}
+	a.GC(books(7, 2, 0))
+	if h, _ := a.GCHistory(7, 0); h.Process.GCCycles != 2 {
+		t.Errorf("new process: %d cycles, want its own 2", h.Process.GCCycles)
+	}
+	// The old entry's place in the exit order is not the new one's.
+	a.Register(Meta{PID: 8})
+	if ev := a.TakeEvicted(); len(ev) != 0 {
+		t.Errorf("evicted %v", ev)
 	}
 }

@@ -102,6 +102,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.Export.MaxProcesses }, check: intRange(1, 1<<22)},
 	{key: "export.prometheus.listen", flag: "prometheus-listen", live: true, help: "address of the Prometheus /metrics endpoint (empty disables)",
 		ptr: func(c *Config) any { return &c.Export.PrometheusListen }, check: checkListen},
+	{key: "export.prometheus.web_config_file", flag: "web.config.file", live: true, help: "TLS and basic-auth configuration of the /metrics endpoint, the format of Prometheus' exporter-toolkit (node-exporter's --web.config.file; empty: plain HTTP, no authentication)",
+		ptr: func(c *Config) any { return &c.Export.PrometheusWebConfig }, check: absPath},
 	{key: "export.otlp.endpoint", flag: "otlp-endpoint", live: true, help: "OTLP collector URL, e.g. http://127.0.0.1:4317 (empty: OTEL_EXPORTER_OTLP_ENDPOINT, else no push)",
 		ptr: func(c *Config) any { return &c.Export.OTLPEndpoint }},
 	{key: "export.otlp.protocol", flag: "otlp-protocol", live: true, help: "grpc or http/protobuf (else OTEL_EXPORTER_OTLP_PROTOCOL)",
@@ -544,6 +546,15 @@ func checkLevel(v any) error {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(v.(string))); err != nil {
 		return fmt.Errorf("%q: want debug, info, warn or error", v)
+	}
+	return nil
+}
+
+// absPath accepts "" or an absolute path (the daemon's working directory
+// is no place to look for a file).
+func absPath(v any) error {
+	if s := v.(string); s != "" && !strings.HasPrefix(s, "/") {
+		return fmt.Errorf("%q: want an absolute path", s)
 	}
 	return nil
 }

@@ -61,6 +61,7 @@ export:
   max_processes: 50
   prometheus:
     listen: 127.0.0.1:9999
+    web_config_file: /etc/gopulse/web.yml
   otlp:
     endpoint: http://collector:4318
     protocol: http/protobuf
@@ -90,6 +91,7 @@ func TestGoodFile(t *testing.T) {
 	want.Export.PerService = true
 	want.Export.MaxProcesses = 50
 	want.Export.PrometheusListen = "127.0.0.1:9999"
+	want.Export.PrometheusWebConfig = "/etc/gopulse/web.yml"
 	want.Export.OTLPEndpoint = "http://collector:4318"
 	want.Export.OTLPProtocol = "http/protobuf"
 	want.Export.OTLPInsecure = true
@@ -175,6 +177,7 @@ func TestFileErrors(t *testing.T) {
 		{"bad probes", "probes: gc,nosuch\n", 1, "probes", `unknown probe family "nosuch"`},
 		{"relative socket", "socket: gopulse.sock\n", 1, "socket", "want an absolute path"},
 		{"bad listen", "export:\n  prometheus:\n    listen: 9464\n", 3, "export.prometheus.listen", "want host:port"},
+		{"relative web config", "export:\n  prometheus:\n    web_config_file: web.yml\n", 3, "export.prometheus.web_config_file", "want an absolute path"},
 		{"bad protocol", "export:\n  otlp:\n    protocol: http/json\n", 3, "export.otlp.protocol", "want grpc, http/protobuf"},
 		{"duplicate key", "history: 5\nlog:\n  level: info\nhistory: 6\n", 4, "history", "given twice (first on line 1)"},
 		{"section not a mapping", "log: debug\n", 1, "log", "want a mapping of keys (log.), got the string \"debug\""},

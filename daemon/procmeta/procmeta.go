@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/gopulse/gopulse/probes/sanitize"
 )
 
 // Info is what procmeta learns of a process.
@@ -29,8 +31,6 @@ const (
 	// KiB of environment).
 	maxEnviron = 256 << 10
 	maxCgroup  = 64 << 10
-	// maxServiceName bounds a service name taken from the environment.
-	maxServiceName = 255
 )
 
 // Describe reads procRoot/PID/{environ,cgroup}; exe is the executable's
@@ -56,6 +56,10 @@ func Describe(procRoot string, pid int, exe string) Info {
 	if info.ServiceName == "" {
 		info.ServiceName = exeName(exe)
 	}
+	// Whatever the source, the process's owner chose these bytes.
+	info.ServiceName = sanitize.Name(info.ServiceName)
+	info.SystemdUnit = sanitize.Name(info.SystemdUnit)
+	info.ContainerID = sanitize.Name(info.ContainerID)
 	return info
 }
 
@@ -108,18 +112,10 @@ func serviceFromResourceAttrs(s string) string {
 	return ""
 }
 
-// clean keeps a name printable and bounded.
+// clean keeps a name printable (valid UTF-8, control characters escaped)
+// and bounded.
 func clean(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > maxServiceName {
-		s = s[:maxServiceName]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
+	return sanitize.Name(strings.TrimSpace(s))
 }
 
 // ParseCgroup reads the content of /proc/PID/cgroup and returns the

@@ -58,7 +58,9 @@ func TestEnvValue(t *testing.T) {
 		{"absent", "A=1\x00B=2\x00", ""},
 		{"prefix only", "OTEL_SERVICE_NAME_X=no\x00", ""},
 		{"empty value", "OTEL_SERVICE_NAME=\x00", ""},
-		{"control chars", "OTEL_SERVICE_NAME=a\nb\x00", "ab"},
+		{"control chars escaped", "OTEL_SERVICE_NAME=a\nb\x1b[2J\x00", `a\x0ab\x1b[2J`},
+		{"invalid UTF-8 replaced", "OTEL_SERVICE_NAME=a\xffb\x00", "a\uFFFDb"},
+		{"capped", "OTEL_SERVICE_NAME=" + strings.Repeat("s", 1000) + "\x00", strings.Repeat("s", 253) + "…"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := EnvValue([]byte(tc.env), "OTEL_SERVICE_NAME"); got != tc.want {
@@ -116,6 +118,9 @@ func TestDescribe(t *testing.T) {
 			Info{ServiceName: "app", ContainerID: id1}},
 		{"environ past the bound", ptr(huge), nil, "/bin/big", Info{ServiceName: "big"}},
 		{"nothing", nil, nil, "", Info{}},
+		{"hostile exe name", nil, nil, "/tmp/x\x1b]0;owned\x07\xfe", Info{ServiceName: "x\\x1b]0;owned\\x07\uFFFD"}},
+		{"hostile unit", nil, ptr("0::/user.slice/user-1000.slice/user@1000.service/a\x1b[31m\u009b.service\n"), "/bin/a",
+			Info{ServiceName: `a\x1b[31m\u009b`, SystemdUnit: `a\x1b[31m\u009b.service`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := fakeProc(t, tc.environ, tc.cgroup)

@@ -29,6 +29,7 @@ import (
 	"github.com/gopulse/gopulse/probes/discovery"
 	"github.com/gopulse/gopulse/probes/gc"
 	"github.com/gopulse/gopulse/probes/goinspect"
+	"github.com/gopulse/gopulse/probes/sanitize"
 )
 
 // Config of the tracer.
@@ -289,6 +290,9 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 	if !gone {
 		exe, _ = os.Readlink(exeLink)
 	}
+	// The name is for people and exporters only (files are opened through
+	// exeLink): cleaned once here, as any local user chooses it.
+	exe = sanitize.Path(exe)
 	log := t.log.With("pid", pid, "exe", exe)
 
 	if !known {
@@ -351,7 +355,7 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		// Its events may still be in flight: they land on an entry that
 		// says who it was, already marked exited.
 		if t.agg.Register(aggregate.Meta{PID: pid, Exe: exe, GoVersion: info.goVersion,
-			PIE: info.pie, Static: info.static, Stripped: info.stripped}) {
+			PIE: info.pie, Static: info.static, Stripped: info.stripped, Gone: true}) {
 			t.agg.Exited(pid)
 		}
 		return true
@@ -374,6 +378,7 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		log.Warn("process not traced: --max-pids reached")
 		return false
 	}
+	t.releaseEvicted()
 	t.bind(pid, key.id, info)
 	t.trackFamilies(pid)
 	return true
@@ -385,6 +390,10 @@ const maxRefused = 32
 // refuse records a binary that gets no probes, for status: the newest
 // maxRefused, one entry per path.
 func (t *Tracer) refuse(b api.BinaryStatus) {
+	// The reasons may quote the path an exec event named, raw.
+	for i, e := range b.Errors {
+		b.Errors[i] = sanitize.String(e, sanitize.MaxPath)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.refused = slices.DeleteFunc(t.refused, func(o api.BinaryStatus) bool { return o.Path == b.Path })
@@ -483,6 +492,18 @@ func (t *Tracer) sweep() {
 	}
 	for _, pid := range t.agg.Sweep() {
 		t.release(pid)
+	}
+	t.releaseEvicted()
+}
+
+// releaseEvicted releases the exited processes the aggregator forgot to
+// make room for live ones (their binaries' probes go with their last
+// process); a PID already tracked again is left alone.
+func (t *Tracer) releaseEvicted() {
+	for _, pid := range t.agg.TakeEvicted() {
+		if !t.agg.Has(pid) {
+			t.release(pid)
+		}
 	}
 }
 

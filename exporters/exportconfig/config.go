@@ -34,6 +34,9 @@ type Config struct {
 
 	// PrometheusListen is the address of the /metrics endpoint; "" disables.
 	PrometheusListen string
+	// PrometheusWebConfig is the exporter-toolkit web configuration file
+	// (TLS, basic auth) of the endpoint; "" serves plain HTTP to anyone.
+	PrometheusWebConfig string
 
 	// PerService aggregates series per service instead of per PID, for
 	// hosts with many short-lived Go processes.

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+
+	"github.com/gopulse/gopulse/probes/sanitize"
 )
 
 // Sentinel errors; returned errors wrap them with the path and detail.
@@ -162,9 +164,10 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 	}
 
 	b = &Binary{
-		Path:      path,
-		ID:        id,
-		GoVersion: bi.GoVersion,
+		Path: path,
+		ID:   id,
+		// The binary's own bytes: any local user chooses them.
+		GoVersion: sanitize.Name(bi.GoVersion),
 		Version:   ver,
 		PIE:       ef.Type == elf.ET_DYN,
 		Static:    true,

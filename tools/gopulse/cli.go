@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/probes/sanitize"
 )
 
 // Exit codes.
@@ -231,8 +232,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// Interrupting ends a follow or a live view cleanly (exit 0).
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd.exec(ctx, c, o, pos, stdout); err != nil {
-		fmt.Fprintf(stderr, "gopulse: %v\n", err)
+	// Names come from whatever any local user ran: even if the daemon
+	// sent one raw, no control character reaches the terminal.
+	out, errOut := sanitize.NewWriter(stdout, o.output == "json"), sanitize.NewWriter(stderr, false)
+	defer out.Flush()
+	if err := cmd.exec(ctx, c, o, pos, out); err != nil {
+		fmt.Fprintf(errOut, "gopulse: %v\n", err)
 		return exitError
 	}
 	return exitOK

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gopulse/gopulse/daemon/api"
 	"github.com/gopulse/gopulse/daemon/api/apitest"
@@ -408,6 +409,42 @@ func TestPSRuntimeColumnsAndSort(t *testing.T) {
 	} {
 		if got := row(out, pid)[9:13]; !reflect.DeepEqual(got, want) {
 			t.Errorf("pid %s GOAL GOGC LIMIT GOROUTINES = %q, want %q", pid, got, want)
+		}
+	}
+}
+
+// A daemon that sends names raw (an older one, or a bug) still gets no
+// control character onto the terminal: the CLI escapes at print.
+func TestRawNamesEscaped(t *testing.T) {
+	src := apitest.NewSource()
+	raw := "/tmp/ev\x1b]0;pwned\x07il\u009b2J\x7f\xff"
+	src.Add(api.Process{PID: 7, Exe: raw, GoVersion: "go1.26.8\x1b[31m", ServiceName: "svc\x1b[2J"})
+	sock := apitest.Serve(t, src, nil)
+	for _, args := range [][]string{{"ps"}, {"ps", "-a"}, {"ps", "-o", "json"}, {"gc", "7"}, {"gc", "7", "-o", "json"}, {"gc", "8"}} {
+		_, out, e := runCLI(append([]string{"--socket", sock}, args...)...)
+		for _, s := range []string{out, e} {
+			for _, r := range s {
+				if r != '\n' && r != '\t' && (r < 0x20 || r == 0x7f || 0x80 <= r && r <= 0x9f) {
+					t.Errorf("%q: output holds control %U: %q", args, r, s)
+					break
+				}
+			}
+			if !utf8.ValidString(s) {
+				t.Errorf("%q: output not valid UTF-8: %q", args, s)
+			}
+		}
+		if args[len(args)-1] == "json" {
+			if !json.Valid([]byte(out)) {
+				t.Errorf("%q: output not valid JSON: %q", args, out)
+			}
+			var ps []api.Process
+			if args[0] == "ps" {
+				if err := json.Unmarshal([]byte(out), &ps); err != nil || len(ps) != 1 || !strings.HasPrefix(ps[0].Exe, "/tmp/ev\x1b]0;pwned") {
+					t.Errorf("%q: decoded %+v, %v: want the name, JSON-escaped", args, ps, err)
+				}
+			}
+		} else if args[0] == "ps" && !strings.Contains(out, `ev\x1b]0;pwned\x07il\u009b2J\x7f`+"\uFFFD") {
+			t.Errorf("%q: name not shown escaped: %q", args, out)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
+	"github.com/gopulse/gopulse/probes/sanitize"
 )
 
 // now is the clock used for uptimes; tests may replace it.
@@ -257,7 +258,8 @@ func exeName(path string) string {
 	if path == "" {
 		return "?"
 	}
-	return filepath.Base(path)
+	// Also what the full-screen view draws, past the output Writer.
+	return sanitize.Name(filepath.Base(path))
 }
 
 func orDash(s string) string {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gdamore/tcell/v2"
+
+	"github.com/gopulse/gopulse/probes/sanitize"
 )
 
 // topUI is the live full-screen view of top (tcell: terminfo, resize and
@@ -197,7 +199,8 @@ func (ui *topUI) move(d int) {
 // put writes s at (x, y), cut to the screen's width.
 func (ui *topUI) put(x, y int, s string, st tcell.Style) {
 	w, _ := ui.scr.Size()
-	for _, r := range s {
+	// Drawn past the output Writer: escaped here (a filter typed, a name).
+	for _, r := range sanitize.String(s, 4*w+16) {
 		if x >= w {
 			return
 		}
