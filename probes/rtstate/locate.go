@@ -44,20 +44,20 @@ func (a Addrs) Add(bias uint64) Addrs {
 
 var symbols = []string{"runtime.work", "runtime.memstats", "runtime.gcController", "runtime.sched", "runtime.allp", "runtime.allglen"}
 
-// Locate finds the books in b: from .symtab when there is one, else by
-// disassembly (LocateInCode). Either way each address must lie in a
-// writable segment.
+// Locate finds the books in b: from the code that uses them
+// (LocateInCode: a few functions decoded, nothing else read), else from
+// .symtab when the binary has one (a release whose code moved). Either
+// way each address must lie in a writable segment, and every reading is
+// checked against the runtime's identities before use.
 func Locate(b *goinspect.Binary, f probes.Facts) (Addrs, error) {
-	var a Addrs
-	syms, err := b.Symbols(symbols...)
-	if err == nil && len(syms) == len(symbols) {
-		a = Addrs{Work: syms["runtime.work"].Addr, Memstats: syms["runtime.memstats"].Addr,
-			GCController: syms["runtime.gcController"].Addr, Sched: syms["runtime.sched"].Addr,
-			Allp: syms["runtime.allp"].Addr, Allglen: syms["runtime.allglen"].Addr, From: "symtab"}
-	} else if err != nil && !errors.Is(err, goinspect.ErrNoSymbol) {
-		return Addrs{}, err
-	} else if a, err = LocateInCode(b, f); err != nil {
-		return Addrs{}, err
+	a, codeErr := LocateInCode(b, f)
+	if codeErr != nil {
+		var err error
+		if a, err = FromSymtab(b); errors.Is(err, goinspect.ErrNoSymbol) {
+			return Addrs{}, codeErr
+		} else if err != nil {
+			return Addrs{}, err
+		}
 	}
 	for _, r := range []struct {
 		name string
@@ -76,6 +76,21 @@ func Locate(b *goinspect.Binary, f probes.Facts) (Addrs, error) {
 		}
 	}
 	return a, nil
+}
+
+// FromSymtab reads the books' addresses from .symtab (ErrNoSymbol when
+// the binary has none, or lacks one of them).
+func FromSymtab(b *goinspect.Binary) (Addrs, error) {
+	syms, err := b.Symbols(symbols...)
+	if err != nil {
+		return Addrs{}, err
+	}
+	if len(syms) != len(symbols) {
+		return Addrs{}, fmt.Errorf("%s: %d of the runtime's %d books in .symtab: %w", b.Path, len(syms), len(symbols), goinspect.ErrNoSymbol)
+	}
+	return Addrs{Work: syms["runtime.work"].Addr, Memstats: syms["runtime.memstats"].Addr,
+		GCController: syms["runtime.gcController"].Addr, Sched: syms["runtime.sched"].Addr,
+		Allp: syms["runtime.allp"].Addr, Allglen: syms["runtime.allglen"].Addr, From: "symtab"}, nil
 }
 
 // LocateInCode finds the books without .symtab, from the code of runtime

@@ -38,14 +38,17 @@ func TestBooksEqualRuntime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			code, err := rtstate.LocateInCode(b, facts)
-			if err != nil {
-				t.Fatalf("locate in code: %v", err)
+			if addrs.From != "code" {
+				t.Errorf("books found by %s, want the code", addrs.From)
 			}
 			if !b.Stripped {
-				code.From = addrs.From
-				if code != addrs {
-					t.Errorf("found in code %+v, .symtab says %+v", code, addrs)
+				sym, err := rtstate.FromSymtab(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sym.From = addrs.From
+				if sym != addrs {
+					t.Errorf("found in code %+v, .symtab says %+v", addrs, sym)
 				}
 			}
 			bias, err := b.LoadBias("/proc", f.PID)
