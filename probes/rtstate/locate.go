@@ -6,8 +6,8 @@
 // of it for runtime/metrics and ReadMemStats; reading it costs the traced
 // program no trap.
 //
-// Addresses come from .symtab when the binary has one, else from the code
-// that uses the structures (Locate); layouts come from the facts table
+// Addresses come from the code that uses the structures (Locate), .symtab
+// being the fallback and the tests' reference; layouts come from the facts table
 // (probes.Books) and every read is checked against identities the runtime
 // maintains (check), so a layout that does not fit is refused, not used.
 package rtstate
