@@ -321,12 +321,12 @@ type FamilyStatus struct {
 	// family's programs, per second (kernel run_time_ns).
 	BPFSecondsPerSecond float64 `json:"bpf_seconds_per_second"`
 	// BPFSeconds is the CPU time the kernel measured running the family's
-	// non-uprobe programs since they were loaded (uprobe programs are
-	// counted as traps, in UprobeHits).
+	// programs since they were loaded (the uprobe programs' traps are
+	// counted apart, in UprobeHits).
 	BPFSeconds float64 `json:"bpf_seconds"`
 	// EstCostSecondsPerSecond estimates the CPU time the family costs the
 	// traced programs, per second: uprobe hits/s × Status.TrapCostNs plus
-	// the BPF run time of its other programs. 0.01 is 1% of one CPU.
+	// the BPF run time of its programs. 0.01 is 1% of one CPU.
 	EstCostSecondsPerSecond float64 `json:"est_cost_seconds_per_second"`
 }
 

@@ -41,10 +41,11 @@ import (
 // env is what every measurement needs: where the binaries are, and the
 // cost of one uprobe hit measured at the start of this bench run.
 type env struct {
-	dir    string // scratch directory, holds the daemon's socket
-	daemon string // gopulsed binary
-	config string // an empty configuration file for it
-	trapNs float64
+	dir       string // scratch directory, holds the daemon's socket
+	daemon    string // gopulsed binary
+	config    string // an empty configuration file for it
+	trapNs    float64
+	trivialNs float64 // the BPF run time of the trivial program trapNs was measured with
 	// others counts untraced runs during which another gopulsed was
 	// running (its probes then traced the "untraced" run), out of all.
 	others, untraced int
@@ -140,11 +141,12 @@ func (d *benchDaemon) waitAttached(ctx context.Context, bin string, timeout time
 
 // counters are the daemon's cumulative probe figures at one time.
 type counters struct {
-	hits       uint64 // runs of all its programs (status, every family)
-	uprobeHits uint64 // of those, uprobes: each a trap in a traced thread
-	otherRunNs uint64 // kernel run_time_ns of its non-uprobe programs
-	gcRecords  uint64 // GC cycles of every traced process the gc family's probe recorded (events + lost)
-	gcTraps    uint64 // the gc family's uprobe hits
+	hits        uint64 // runs of all its programs (status, every family)
+	uprobeHits  uint64 // of those, uprobes: each a trap in a traced thread
+	otherRunNs  uint64 // kernel run_time_ns of its non-uprobe programs
+	uprobeRunNs uint64 // kernel run_time_ns of its uprobe programs
+	gcRecords   uint64 // GC cycles of every traced process the gc family's probe recorded (events + lost)
+	gcTraps     uint64 // the gc family's uprobe hits
 }
 
 func (d *benchDaemon) counters(ctx context.Context) (counters, error) {
@@ -169,6 +171,8 @@ func (d *benchDaemon) counters(ctx context.Context) (counters, error) {
 	for _, p := range progs {
 		if p.typ != ebpf.Kprobe { // uprobes are kprobe-type programs
 			c.otherRunNs += p.runNs
+		} else {
+			c.uprobeRunNs += p.runNs
 		}
 	}
 	return c, nil
@@ -176,19 +180,24 @@ func (d *benchDaemon) counters(ctx context.Context) (counters, error) {
 
 func (c counters) sub(before counters) counters {
 	return counters{
-		hits:       c.hits - min(before.hits, c.hits),
-		uprobeHits: c.uprobeHits - min(before.uprobeHits, c.uprobeHits),
-		otherRunNs: c.otherRunNs - min(before.otherRunNs, c.otherRunNs),
-		gcRecords:  c.gcRecords - min(before.gcRecords, c.gcRecords),
-		gcTraps:    c.gcTraps - min(before.gcTraps, c.gcTraps),
+		hits:        c.hits - min(before.hits, c.hits),
+		uprobeHits:  c.uprobeHits - min(before.uprobeHits, c.uprobeHits),
+		otherRunNs:  c.otherRunNs - min(before.otherRunNs, c.otherRunNs),
+		uprobeRunNs: c.uprobeRunNs - min(before.uprobeRunNs, c.uprobeRunNs),
+		gcRecords:   c.gcRecords - min(before.gcRecords, c.gcRecords),
+		gcTraps:     c.gcTraps - min(before.gcTraps, c.gcTraps),
 	}
 }
 
 // costNs is the accounting estimate of what the probes cost during the
 // interval: every trap at the trap cost measured by this bench, plus the
 // run time the kernel measured for the other programs.
-func (c counters) costNs(trapNs float64) float64 {
-	return float64(c.uprobeHits)*trapNs + float64(c.otherRunNs)
+func (c counters) costNs(trapNs, trivialNs float64) float64 {
+	// The hit cost was measured with a trivial program (trivialNs of
+	// it); the uprobe programs' own run time is counted as the kernel
+	// measured it (the GC family's copies four windows of the books).
+	extra := float64(c.uprobeRunNs) - float64(c.uprobeHits)*trivialNs
+	return float64(c.uprobeHits)*trapNs + max(extra, 0) + float64(c.otherRunNs)
 }
 
 type heldProgram struct {
@@ -295,7 +304,7 @@ func (e *env) tracedRun(ctx context.Context, setting string, w workload) (traced
 	}
 	t := traced{result: r, delta: after.sub(before), gcSeen: -1}
 	if r.cpu > 0 {
-		t.estShare = t.delta.costNs(e.trapNs) / float64(r.cpu.Nanoseconds())
+		t.estShare = t.delta.costNs(e.trapNs, e.trivialNs) / float64(r.cpu.Nanoseconds())
 	}
 	if w.gcCycles {
 		t.gcSeen = d.gcCyclesSeen(ctx, r)

@@ -119,7 +119,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("trap cost: %w", err)
 	}
-	e.trapNs = trapNs
+	e.trapNs, e.trivialNs = trapNs, bpfNs
 	fmt.Printf("One uprobe hit on this machine: %.2f µs (of which BPF program %.0f ns), median of 9 runs of 200000 calls.\n", trapNs/1000, bpfNs)
 	if o.rounds > 0 {
 		var ws []workload
@@ -208,14 +208,15 @@ pair's two runs in alternating order. GC cycles "seen by daemon" equal to the fi
 that the whole run was traced.
 
 est. cost (accounting), per traced run, then the median: (traps × %.2f µs, the hit cost measured above,
-+ the kernel run time, run_time_ns, of the daemon's other BPF programs) / the fixture's CPU time
++ the uprobe programs' own kernel run time beyond the trivial one timed with it, + the kernel run time,
+run_time_ns, of the daemon's other BPF programs) / the fixture's CPU time
 (rusage); counted between two readings of the bench's own daemon (its status, and the programs it holds
 open) just before and after the run. It is conservative: the tracepoint programs (sched_switch and
 sched_wakeup, the futex and madvise syscall tracepoints, exec/exit) run for every task on the host,
 their cost paid by whichever task hits them, and traps also come from the other Go processes the
 daemon traces (itself, the bench); all of it during the run is counted against the fixture. Not
-counted: the tracepoints' dispatch outside the program, the uprobe programs' run time beyond the
-trivial one in the hit cost, and the daemon's own user-space CPU (see its footprint).
+counted: the tracepoints' dispatch outside the program, and the daemon's own user-space CPU (see
+its footprint).
 `, trapNs/1000)
 }
 
