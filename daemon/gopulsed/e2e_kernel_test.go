@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/daemon/api"
-	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/internal/e2etest"
 	"github.com/gopulse/gopulse/internal/fixturebuild"
 	"github.com/gopulse/gopulse/internal/testenv"
+	"github.com/gopulse/gopulse/probes"
 )
 
 // Two daemons trace the same processes, one with attach cookies, one as on
