@@ -362,6 +362,9 @@ func (a *Aggregator) books(p *proc, s event.GCBooks) {
 	a.totals(p, s.NumGC, s.NumForcedGC, s.PauseTotalNs)
 	if s.OtherSTW >= 0 {
 		p.info.OtherSTWCount = uint64(s.OtherSTW)
+		// The runtime keeps a histogram of these stops, not their sum:
+		// estimated from its bucket midpoints.
+		p.info.OtherSTWSecondsTotal = BoundsHistogram(s.OtherSTWBounds, s.OtherSTWHist).SumSeconds
 	}
 	p.info.Runtime = &api.Runtime{
 		GCGoalBytes: s.HeapGoal, GOGCPercent: int64(s.GCPercent), MemoryLimitBytes: s.MemoryLimit,

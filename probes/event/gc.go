@@ -80,6 +80,11 @@ type GCBooks struct {
 	// OtherSTW counts the world's stops not made by the GC (Go 1.22+,
 	// sched.stwTotalTimeOther; -1 before).
 	OtherSTW int64
+	// OtherSTWHist is sched.stwTotalTimeOther in runtime/metrics form
+	// (/sched/pauses/total/other:seconds): OtherSTWBounds are its bucket
+	// boundaries in seconds, one more than the counts (nil before 1.22).
+	OtherSTWHist   []uint64
+	OtherSTWBounds []float64
 	// Last is the last completed cycle's books, when none is under way
 	// (Last.Seq == NumGC) — else zero.
 	Last GCCycle

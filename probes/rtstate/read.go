@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/sched"
 )
 
 // Mem is a process's memory, read at absolute addresses: a /proc/PID/mem
@@ -23,10 +24,11 @@ const maxProcs = 1 << 12
 
 // Reader reads one process's books.
 type Reader struct {
-	mem  Mem
-	a    Addrs // run-time addresses
-	f    probes.Facts
-	last Sample
+	stwBounds []float64 // sched.stwTotalTimeOther's bucket boundaries
+	mem       Mem
+	a         Addrs // run-time addresses
+	f         probes.Facts
+	last      Sample
 }
 
 // NewReader checks the books at a (run-time addresses) in mem against the
@@ -34,6 +36,9 @@ type Reader struct {
 // not check out.
 func NewReader(mem Mem, a Addrs, f probes.Facts) (*Reader, error) {
 	r := &Reader{mem: mem, a: a, f: f}
+	if f.Books.SchedSTWOther != 0 && f.TimeHist.Valid() {
+		r.stwBounds = sched.Buckets(f.TimeHist)
+	}
 	var err error
 	// A cycle ending between two of the reads breaks an identity once; a
 	// wrong layout breaks it every time.
@@ -121,8 +126,11 @@ func (r *Reader) Read() (Sample, error) {
 	if s.StackBytes, err = r.stacks(); err != nil {
 		return s, err
 	}
-	if s.OtherSTW, err = r.otherSTW(); err != nil {
+	if s.OtherSTW, s.OtherSTWHist, err = r.otherSTW(); err != nil {
 		return s, err
+	}
+	if s.OtherSTWHist != nil {
+		s.OtherSTWBounds = r.stwBounds
 	}
 	r.last = s
 	return s, nil
@@ -210,21 +218,32 @@ func (r *Reader) stacks() (uint64, error) {
 	return uint64(sum), nil
 }
 
-// otherSTW sums sched.stwTotalTimeOther's counts (Go 1.22+).
-func (r *Reader) otherSTW() (int64, error) {
+// otherSTW reads sched.stwTotalTimeOther (Go 1.22+): its total count,
+// and its counts in runtime/metrics order (underflow first, overflow
+// last).
+func (r *Reader) otherSTW() (int64, []uint64, error) {
 	bk, h := r.f.Books, r.f.TimeHist
 	if bk.SchedSTWOther == 0 || !h.Valid() {
-		return -1, nil
+		return -1, nil, nil
 	}
 	b, err := r.read(r.a.Sched+uint64(bk.SchedSTWOther), uint32(h.Size()))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	var n uint64
-	for off := 0; off+8 <= len(b); off += 8 {
-		n += binary.LittleEndian.Uint64(b[off:])
+	n := h.Counts()
+	out := make([]uint64, 0, n+2)
+	out = append(out, binary.LittleEndian.Uint64(b[8*n:]))
+	for i := 0; i < n; i++ {
+		out = append(out, binary.LittleEndian.Uint64(b[8*i:]))
 	}
-	return int64(n), nil
+	if h.Overflow() {
+		out = append(out, binary.LittleEndian.Uint64(b[8*(n+1):]))
+	}
+	var total uint64
+	for _, c := range out {
+		total += c
+	}
+	return int64(total), out, nil
 }
 
 // PauseRing returns the cycles up to numgc that the rings still hold

@@ -86,6 +86,11 @@ func TestBooksEqualRuntime(t *testing.T) {
 				if int64(got.GOMAXPROCS) != want["gomaxprocs"] {
 					t.Errorf("%s: GOMAXPROCS %d, runtime says %d", what, got.GOMAXPROCS, want["gomaxprocs"])
 				}
+				// The runtime's count of other stops (Go 1.22+): the
+				// fixture's own ReadMemStats is one, before it counts.
+				if w := want["stw_other"]; got.OtherSTW != w && (w < 0 || got.OtherSTW < w || got.OtherSTW > w+1) {
+					t.Errorf("%s: %d other stops of the world, runtime says %d", what, got.OtherSTW, w)
+				}
 				if got.NumGC > 0 && got.Last.Seq != got.NumGC {
 					t.Errorf("%s: last cycle %d, numgc %d", what, got.Last.Seq, got.NumGC)
 				}
