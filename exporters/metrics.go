@@ -58,7 +58,7 @@ var (
 	mSTWOther = metricDef{name: "go.stw.other.pauses", unit: "{pause}", kind: kindCounter,
 		desc: "Stop-the-world pauses not caused by the GC (ReadMemStats, GOMAXPROCS, profiles...; Go 1.22+): the runtime's own count (/sched/pauses/total/other:seconds).", family: "gc", integer: true}
 	mSTWOtherTime = metricDef{name: "go.stw.other.time", unit: "s", kind: kindCounter,
-		desc: "Time of the stop-the-world pauses not caused by the GC (/sched/pauses/total/other:seconds summed; Go 1.22+).", family: "gc"}
+		desc: "Time of the stop-the-world pauses not caused by the GC (Go 1.22+): estimated from the bucket midpoints of the runtime's own histogram (/sched/pauses/total/other:seconds), which keeps no sum.", family: "gc"}
 
 	// The runtime's own settings and gauges (probes/rtstate), semconv.
 	mGCGoal = metricDef{name: goconv.MemoryGCGoal{}.Name(), unit: goconv.MemoryGCGoal{}.Unit(), kind: kindUpDownCounter,
