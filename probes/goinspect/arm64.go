@@ -3,6 +3,7 @@ package goinspect
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 
 	"golang.org/x/arch/arm64/arm64asm"
 )
@@ -160,6 +161,19 @@ func literalSize(in arm64asm.Inst) int64 {
 func (b *Binary) RequireAMD64(what string) error {
 	if b.Arch != AMD64 {
 		return fmt.Errorf("%s: %s reads x86 code, not supported on %s yet: %w", b.Path, what, b.Arch, ErrArchUnsupported)
+	}
+	return nil
+}
+
+// HostArch is the architecture this program runs on.
+func HostArch() Arch { return Arch(runtime.GOARCH) }
+
+// RequireHostArch fails with ErrArchUnsupported unless b runs natively on
+// this host: goinspect reads binaries of either architecture (for tests and
+// tooling), but uprobes and process-memory readers are only for native ones.
+func (b *Binary) RequireHostArch() error {
+	if b.Arch != HostArch() {
+		return fmt.Errorf("%s: an %s executable on an %s host: %w", b.Path, b.Arch, HostArch(), ErrArchUnsupported)
 	}
 	return nil
 }

@@ -55,6 +55,9 @@ func TestARM64(t *testing.T) {
 				checkNM(t, path, funcs)
 			}
 
+			if err := b.RequireHostArch(); !errors.Is(err, goinspect.ErrArchUnsupported) {
+				t.Errorf("RequireHostArch of an arm64 binary on this amd64 host: err = %v", err)
+			}
 			if _, err := b.Code(funcs[0]); !errors.Is(err, goinspect.ErrArchUnsupported) {
 				t.Errorf("Code (x86) of an arm64 binary: err = %v, want ErrArchUnsupported", err)
 			}
@@ -175,6 +178,9 @@ func TestCodeARM64OfAMD64(t *testing.T) {
 	defer b.Close()
 	if b.Arch != goinspect.AMD64 {
 		t.Errorf("Arch = %s, want amd64", b.Arch)
+	}
+	if err := b.RequireHostArch(); err != nil {
+		t.Errorf("RequireHostArch of an amd64 binary on this amd64 host: %v", err)
 	}
 	fn, err := b.Func("runtime.gcStart")
 	if err != nil {
