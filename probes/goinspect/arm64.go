@@ -177,3 +177,19 @@ func (b *Binary) RequireHostArch() error {
 	}
 	return nil
 }
+
+// BranchTarget returns the absolute address a PC-relative branch (B, BL,
+// B.cond, CBZ, CBNZ, TBZ, TBNZ) leads to, and whether in is one.
+func (in InstARM64) BranchTarget() (uint64, bool) {
+	switch in.Op {
+	case arm64asm.B, arm64asm.BL, arm64asm.CBZ, arm64asm.CBNZ, arm64asm.TBZ, arm64asm.TBNZ:
+	default:
+		return 0, false
+	}
+	for _, a := range in.Args {
+		if rel, ok := a.(arm64asm.PCRel); ok {
+			return uint64(int64(in.Addr) + int64(rel)), true
+		}
+	}
+	return 0, false
+}
