@@ -52,11 +52,13 @@ test: check-generate
 test-kernels:
 	tools/kernels/run.sh
 
-# The Debian package, dist/gopulse_$(DEB_VERSION)_amd64.deb (packaging/README.md).
+# The Debian package, dist/gopulse_$(DEB_VERSION)_$(ARCH).deb
+# (packaging/README.md); ARCH=arm64 cross-compiles from this amd64 machine.
 DEB_VERSION ?= $(shell packaging/version.sh)
 DIST        ?= dist
+ARCH        ?= amd64
 deb:
-	GO=$(GO) packaging/build-deb.sh "$(DEB_VERSION)" "$(DIST)"
+	GO=$(GO) ARCH=$(ARCH) packaging/build-deb.sh "$(DEB_VERSION)" "$(DIST)"
 
 bench:
 	$(GO) run ./tools/bench

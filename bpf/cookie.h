@@ -40,7 +40,7 @@ static __always_inline __u64 gp_cookie(struct pt_regs *ctx)
 {
 	if (!gp_no_cookies)
 		return bpf_get_attach_cookie(ctx);
-	__u64 ip = ctx->ip;
+	__u64 ip = GP_PC(ctx);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	struct inode *inode = BPF_CORE_READ(mm, exe_file, f_inode);

@@ -56,7 +56,7 @@ const enum gc_contract *unused_gc_contract __attribute__((unused));
 SEC("uprobe")
 int gc_cycle(struct pt_regs *ctx)
 {
-	__u64 ip = ctx->ip; /* the probed address: the kernel resets it for handlers */
+	__u64 ip = GP_PC(ctx); /* the probed address: the kernel resets it for handlers */
 	__u32 key = (__u32)gp_cookie(ctx); /* attach cookie, or its fallback (cookie.h) */
 	struct gc_layout *l = bpf_map_lookup_elem(&gc_layouts, &key);
 	if (!l) {

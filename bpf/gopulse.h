@@ -8,8 +8,17 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
-/* Go's register ABI (ABIInternal, amd64, Go >= 1.17): integer arguments and
- * results in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11. */
+/* Per-architecture access to a uprobe's registers; bpf2go builds every
+ * object once per target and defines __TARGET_ARCH_x86 or _arm64.
+ *
+ * GP_PC is the probed address (the kernel resets the PC to it for uprobe
+ * handlers). GO_ARGn/GO_RET1 follow Go's register ABI (ABIInternal, Go >=
+ * 1.17 on amd64, 1.18 on arm64) and GO_G is the register holding the
+ * current goroutine's g. */
+#if defined(__TARGET_ARCH_x86)
+/* amd64: integer arguments and results in RAX, RBX, RCX, RDI, RSI, R8, R9,
+ * R10, R11; g in R14. */
+#define GP_PC(ctx)   ((ctx)->ip)
 #define GO_ARG1(ctx) ((ctx)->ax)
 #define GO_ARG2(ctx) ((ctx)->bx)
 #define GO_ARG3(ctx) ((ctx)->cx)
@@ -17,6 +26,31 @@
 #define GO_ARG5(ctx) ((ctx)->si)
 #define GO_ARG6(ctx) ((ctx)->r8)
 #define GO_RET1(ctx) ((ctx)->ax)
+#define GO_G(ctx)    ((ctx)->r14)
+#elif defined(__TARGET_ARCH_arm64)
+/* arm64: a uprobe's context is the UAPI struct user_pt_regs (regs[31], sp,
+ * pc, pstate), a fixed layout; vmlinux.h is x86's, so its struct pt_regs
+ * must not be used here. Integer arguments and results in R0-R15, g in
+ * R28. */
+struct gp_user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#define GP_REGS(ctx) ((const struct gp_user_pt_regs *)(ctx))
+#define GP_PC(ctx)   (GP_REGS(ctx)->pc)
+#define GO_ARG1(ctx) (GP_REGS(ctx)->regs[0])
+#define GO_ARG2(ctx) (GP_REGS(ctx)->regs[1])
+#define GO_ARG3(ctx) (GP_REGS(ctx)->regs[2])
+#define GO_ARG4(ctx) (GP_REGS(ctx)->regs[3])
+#define GO_ARG5(ctx) (GP_REGS(ctx)->regs[4])
+#define GO_ARG6(ctx) (GP_REGS(ctx)->regs[5])
+#define GO_RET1(ctx) (GP_REGS(ctx)->regs[0])
+#define GO_G(ctx)    (GP_REGS(ctx)->regs[28])
+#else
+#error "gopulse BPF: define __TARGET_ARCH_x86 or __TARGET_ARCH_arm64 (bpf2go -target amd64,arm64)"
+#endif
 
 static __always_inline __u32 current_tgid(void)
 {

@@ -62,13 +62,15 @@ const enum lock_contract *unused_lock_contract __attribute__((unused));
 const enum hist_contract *unused_hist_contract __attribute__((unused));
 
 /* Cookie of the lock2 site: bits 0-7 the pt_regs register holding the
- * lock's address (x86asm numbering of the 64-bit registers, see
- * probes/mheaplock), bits 32-63 a signed displacement to add. */
+ * lock's address (x86asm numbering of the 64-bit registers on amd64, see
+ * probes/mheaplock; Xn on arm64, whose locator is not written yet), bits
+ * 32-63 a signed displacement to add. */
 static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 r)
 {
 	/* Constant-offset context reads only (the verifier refuses computed
 	 * ones), then an indexed read of the copy. */
 	__u64 regs[16];
+#if defined(__TARGET_ARCH_x86)
 	regs[0] = ctx->ax;
 	regs[1] = ctx->cx;
 	regs[2] = ctx->dx;
@@ -85,6 +87,25 @@ static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 r)
 	regs[13] = ctx->r13;
 	regs[14] = ctx->r14;
 	regs[15] = ctx->r15;
+#else
+	/* R0-R15, the registers of Go's arm64 ABI arguments. */
+	regs[0] = GP_REGS(ctx)->regs[0];
+	regs[1] = GP_REGS(ctx)->regs[1];
+	regs[2] = GP_REGS(ctx)->regs[2];
+	regs[3] = GP_REGS(ctx)->regs[3];
+	regs[4] = GP_REGS(ctx)->regs[4];
+	regs[5] = GP_REGS(ctx)->regs[5];
+	regs[6] = GP_REGS(ctx)->regs[6];
+	regs[7] = GP_REGS(ctx)->regs[7];
+	regs[8] = GP_REGS(ctx)->regs[8];
+	regs[9] = GP_REGS(ctx)->regs[9];
+	regs[10] = GP_REGS(ctx)->regs[10];
+	regs[11] = GP_REGS(ctx)->regs[11];
+	regs[12] = GP_REGS(ctx)->regs[12];
+	regs[13] = GP_REGS(ctx)->regs[13];
+	regs[14] = GP_REGS(ctx)->regs[14];
+	regs[15] = GP_REGS(ctx)->regs[15];
+#endif
 	return regs[r & 15];
 }
 

@@ -1,15 +1,22 @@
 #!/bin/sh
-# Builds dist/gopulse_VERSION_amd64.deb with dpkg-deb from a staged tree:
-#   packaging/build-deb.sh VERSION OUTDIR
-# Needs go, dpkg-deb, gzip. See packaging/README.md.
+# Builds dist/gopulse_VERSION_ARCH.deb with dpkg-deb from a staged tree:
+#   [ARCH=amd64|arm64] packaging/build-deb.sh VERSION OUTDIR
+# Needs go, dpkg-deb, gzip. See packaging/README.md. ARCH (default amd64)
+# is a Debian architecture, the same word as GOARCH for these two; arm64 is
+# cross-compiled (CGO_ENABLED=0 needs no cross toolchain).
 set -eu
 
 version=$1
 out=${2:-dist}
 GO=${GO:-go}
-arch=amd64
+arch=${ARCH:-amd64}
 top=$(cd "$(dirname "$0")/.." && pwd)
 pkg=$top/packaging
+
+case $arch in
+amd64 | arm64) ;;
+*) echo "build-deb: ARCH=$arch: want amd64 or arm64" >&2; exit 1 ;;
+esac
 
 case $version in
 [0-9]*) ;;

@@ -232,6 +232,11 @@ func (a *Attacher) Attach(b *goinspect.Binary, exe string) (*Binary, error) {
 }
 
 func attachFamily(b *goinspect.Binary, facts Facts, s Spec) ([]link.Link, *cookieSet, error) {
+	// An executable of another architecture (run under an emulator such as
+	// qemu-user) is never probed: its code sites are not this kernel's.
+	if err := b.RequireHostArch(); err != nil {
+		return nil, nil, err
+	}
 	ex, err := link.OpenExecutable(b.AttachPath())
 	if err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", b.Path, err)

@@ -72,6 +72,9 @@ func inspectPID[T any](root string, pid uint32, inspect func(*goinspect.Binary) 
 	}
 	defer b.Close()
 	var e perBinary[T]
+	if e.err = b.RequireHostArch(); e.err != nil {
+		return e
+	}
 	if e.base, e.err = b.LoadBase(); e.err != nil {
 		return e
 	}

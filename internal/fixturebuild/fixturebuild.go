@@ -34,6 +34,15 @@ type Shape struct {
 	Stripped  bool   // -ldflags=-s -w: no .symtab, no DWARF
 	PIE       bool   // -buildmode=pie
 	CGO       bool   // CGO_ENABLED=1 (external linking against libc); else CGO_ENABLED=0
+	Arch      string // GOARCH; "" is amd64, the host's. Others are cross-built, never run here.
+}
+
+// goarch returns the GOARCH the shape builds for.
+func (s Shape) goarch() string {
+	if s.Arch == "" {
+		return "amd64"
+	}
+	return s.Arch
 }
 
 func (s Shape) String() string { return s.Name }
@@ -48,6 +57,18 @@ func Shapes() []Shape {
 		{Name: "go1.19-static", Toolchain: "go1.19"},
 		{Name: "go1.19-stripped", Toolchain: "go1.19", Stripped: true},
 		{Name: "go1.27-static", Toolchain: "go1.27"},
+	}
+}
+
+// ARM64Shapes returns the arm64 shapes that host-side inspection tests
+// cover: cross-built here (CGO_ENABLED=0), read but never run.
+func ARM64Shapes() []Shape {
+	return []Shape{
+		{Name: "go1.26-arm64-static", Toolchain: "go1.26", Arch: "arm64"},
+		{Name: "go1.26-arm64-stripped", Toolchain: "go1.26", Arch: "arm64", Stripped: true},
+		{Name: "go1.26-arm64-pie", Toolchain: "go1.26", Arch: "arm64", PIE: true},
+		{Name: "go1.19-arm64-static", Toolchain: "go1.19", Arch: "arm64"},
+		{Name: "go1.27-arm64-static", Toolchain: "go1.27", Arch: "arm64"},
 	}
 }
 
@@ -134,7 +155,7 @@ func probeVersion(name, modDir string) (string, error) {
 	}
 	cmd := exec.Command(goCmd, "env", "GOVERSION")
 	cmd.Dir = modDir
-	cmd.Env = buildEnv(tc, false)
+	cmd.Env = buildEnv(tc, false, "amd64")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("toolchain %s: go env GOVERSION: %w\n%s", name, err, out)
@@ -146,7 +167,7 @@ func probeVersion(name, modDir string) (string, error) {
 	return v, nil
 }
 
-func buildEnv(tc toolchain, cgo bool) []string {
+func buildEnv(tc toolchain, cgo bool, goarch string) []string {
 	cgoEnabled := "0"
 	if cgo {
 		cgoEnabled = "1"
@@ -159,7 +180,7 @@ func buildEnv(tc toolchain, cgo bool) []string {
 		"GOWORK=off",
 		"GO111MODULE=on",
 		"GOOS=linux",
-		"GOARCH=amd64",
+		"GOARCH="+goarch,
 		"CGO_ENABLED="+cgoEnabled,
 	)
 }
@@ -273,7 +294,7 @@ func Build(t testing.TB, program string, s Shape) string {
 	goCmd, _ := exec.LookPath(tc.goCmd)
 	cmd := exec.Command(goCmd, args...)
 	cmd.Dir = modDir
-	cmd.Env = buildEnv(tc, s.CGO)
+	cmd.Env = buildEnv(tc, s.CGO, s.goarch())
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("fixturebuild: %s: go %s: %v\n%s", s.Name, strings.Join(args, " "), err, msg)
 	}
@@ -336,7 +357,16 @@ func sourceHash(modDir, program string, s Shape) (string, error) {
 	}
 	sort.Strings(files)
 	h := sha256.New()
-	fmt.Fprintf(h, "shape %+v\n", s)
+	// The amd64 shapes hash as they did before Arch existed, so that adding
+	// it did not invalidate every cached fixture.
+	arch := s.Arch
+	fmt.Fprintf(h, "shape %+v\n", struct {
+		Name, Toolchain    string
+		Stripped, PIE, CGO bool
+	}{s.Name, s.Toolchain, s.Stripped, s.PIE, s.CGO})
+	if arch != "" && arch != "amd64" {
+		fmt.Fprintf(h, "arch %s\n", arch)
+	}
 	for _, p := range files {
 		rel, _ := filepath.Rel(modDir, p)
 		f, err := os.Open(p)

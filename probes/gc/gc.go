@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/gopulse/gopulse/probes"
@@ -137,17 +138,29 @@ func (f *Family) site(b *goinspect.Binary, fn goinspect.Func, facts probes.Facts
 }
 
 // FlushCall returns the address of the one `CALL runtime.mProf_Flush` in
-// runtime.gcMarkTermination.
+// runtime.gcMarkTermination (BL on arm64).
 func FlushCall(b *goinspect.Binary, fn goinspect.Func) (uint64, error) {
 	flush, err := b.Func("runtime.mProf_Flush")
 	if err != nil {
 		return 0, err
 	}
+	var sites []uint64
+	if b.Arch == goinspect.ARM64 {
+		code, err := b.CodeARM64(fn)
+		if err != nil {
+			return 0, err
+		}
+		for _, in := range code {
+			if t, ok := in.BranchTarget(); ok && in.Op == arm64asm.BL && t == flush.Entry {
+				sites = append(sites, in.Addr)
+			}
+		}
+		return oneSite(b, fn, sites)
+	}
 	code, err := b.Code(fn)
 	if err != nil {
 		return 0, err
 	}
-	var sites []uint64
 	for _, in := range code {
 		if in.Op != x86asm.CALL {
 			continue
@@ -156,6 +169,10 @@ func FlushCall(b *goinspect.Binary, fn goinspect.Func) (uint64, error) {
 			sites = append(sites, in.Addr)
 		}
 	}
+	return oneSite(b, fn, sites)
+}
+
+func oneSite(b *goinspect.Binary, fn goinspect.Func, sites []uint64) (uint64, error) {
 	if len(sites) != 1 {
 		return 0, fmt.Errorf("%s: %s calls runtime.mProf_Flush %d times, want once", b.Path, fn.Name, len(sites))
 	}

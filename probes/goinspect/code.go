@@ -19,20 +19,19 @@ type Inst struct {
 	x86asm.Inst
 }
 
-// Code decodes every instruction of f, linearly from its entry, failing
-// (never skipping) on bytes it cannot decode, as Returns does: a probe at a
-// located instruction must sit on an instruction boundary. Trailing INT3
-// padding decodes as instructions too.
+// Code decodes every instruction of f, an amd64 function, linearly from its
+// entry, failing (never skipping) on bytes it cannot decode, as Returns
+// does: a probe at a located instruction must sit on an instruction
+// boundary. Trailing INT3 padding decodes as instructions too. For an arm64
+// binary it fails with ErrArchUnsupported (see CodeARM64): the x86 locators
+// built on it must refuse, not misdecode.
 func (b *Binary) Code(f Func) (insts []Inst, err error) {
-	if b.elf == nil {
-		return nil, fmt.Errorf("%s: binary is closed", b.Path)
+	if b.Arch != AMD64 {
+		return nil, fmt.Errorf("%s: %s: x86 decoding of an %s binary: %w", b.Path, f.Name, b.Arch, ErrArchUnsupported)
 	}
-	if f.End <= f.Entry || f.End-f.Entry > maxFuncSize {
-		return nil, fmt.Errorf("%s: %s: implausible range [%#x, %#x)", b.Path, f.Name, f.Entry, f.End)
-	}
-	code, err := b.readAt(f.Entry, f.End-f.Entry)
+	code, err := b.funcBytes(f)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+		return nil, err
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -51,6 +50,21 @@ func (b *Binary) Code(f Func) (insts []Inst, err error) {
 		off += inst.Len
 	}
 	return insts, nil
+}
+
+// funcBytes reads f's code, within maxFuncSize.
+func (b *Binary) funcBytes(f Func) ([]byte, error) {
+	if b.elf == nil {
+		return nil, fmt.Errorf("%s: binary is closed", b.Path)
+	}
+	if f.End <= f.Entry || f.End-f.Entry > maxFuncSize {
+		return nil, fmt.Errorf("%s: %s: implausible range [%#x, %#x)", b.Path, f.Name, f.Entry, f.End)
+	}
+	code, err := b.readAt(f.Entry, f.End-f.Entry)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+	}
+	return code, nil
 }
 
 // Target returns the absolute address an instruction's relative operand

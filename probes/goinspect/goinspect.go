@@ -27,7 +27,28 @@ var (
 	ErrNotELF = errors.New("not an ELF file")
 	ErrNotGo  = errors.New("not a Go executable")
 	ErrNoFunc = errors.New("function not found")
+	// ErrArchUnsupported is wrapped by code readers that exist for one
+	// architecture only (the x86 locators) when given a binary of another.
+	ErrArchUnsupported = errors.New("architecture not supported")
 )
+
+// Arch is the instruction set of a binary, named as GOARCH names it.
+type Arch string
+
+// The architectures goinspect reads.
+const (
+	AMD64 Arch = "amd64"
+	ARM64 Arch = "arm64"
+)
+
+// quantum is the pclntab's instruction-size quantum (runtime/symtab.go
+// minLC): every arm64 instruction is one 4-byte word.
+func (a Arch) quantum() byte {
+	if a == ARM64 {
+		return 4
+	}
+	return 1
+}
 
 // FileID identifies an executable by inode, which stays valid when the path
 // does not (deleted files, other mount namespaces).
@@ -46,6 +67,7 @@ type Binary struct {
 	ID        FileID
 	GoVersion string
 	Version   Version
+	Arch      Arch // amd64 or arm64, from the ELF header
 
 	PIE      bool // ELF type ET_DYN
 	Static   bool // no PT_INTERP
@@ -146,8 +168,16 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotELF, err)
 	}
-	if ef.Machine != elf.EM_X86_64 || ef.Class != elf.ELFCLASS64 {
-		return nil, fmt.Errorf("unsupported architecture %v/%v: %w", ef.Machine, ef.Class, ErrNotELF)
+	var arch Arch
+	switch {
+	case ef.Class != elf.ELFCLASS64 || ef.Data != elf.ELFDATA2LSB:
+	case ef.Machine == elf.EM_X86_64:
+		arch = AMD64
+	case ef.Machine == elf.EM_AARCH64:
+		arch = ARM64
+	}
+	if arch == "" {
+		return nil, fmt.Errorf("unsupported architecture %v/%v/%v: %w", ef.Machine, ef.Class, ef.Data, ErrNotELF)
 	}
 
 	bi, err := buildinfo.Read(f)
@@ -169,6 +199,7 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 		// The binary's own bytes: any local user chooses them.
 		GoVersion: sanitize.Name(bi.GoVersion),
 		Version:   ver,
+		Arch:      arch,
 		PIE:       ef.Type == elf.ET_DYN,
 		Static:    true,
 		Stripped:  ef.Section(".symtab") == nil,

@@ -9,7 +9,7 @@ import (
 	"fmt"
 )
 
-// pclntab header magics (runtime/symtab.go), little-endian on amd64.
+// pclntab header magics (runtime/symtab.go), little-endian on amd64 and arm64.
 const (
 	magic118 = 0xfffffff0 // Go 1.18–1.19
 	magic120 = 0xfffffff1 // Go 1.20+
@@ -33,7 +33,7 @@ func (b *Binary) readFuncs() (map[string]Func, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPclntab(data); err != nil {
+	if err := checkPclntab(data, b.Arch); err != nil {
 		return nil, err
 	}
 	text, guessed, err := b.textStart(pclnAddr, data)
@@ -73,12 +73,12 @@ func (b *Binary) readFuncs() (map[string]Func, error) {
 // checkPclntab rejects headers whose function count does not fit the data.
 // debug/gosym sizes its allocations from that count, and an out-of-memory
 // crash, unlike a panic, cannot be recovered.
-func checkPclntab(data []byte) error {
+func checkPclntab(data []byte, arch Arch) error {
 	if len(data) < 72 {
 		return fmt.Errorf("parse .gopclntab: truncated header")
 	}
-	if data[4] != 0 || data[5] != 0 || data[6] != 1 || data[7] != 8 {
-		return fmt.Errorf("parse .gopclntab: not an amd64 Go 1.2+ table")
+	if data[4] != 0 || data[5] != 0 || data[6] != arch.quantum() || data[7] != 8 {
+		return fmt.Errorf("parse .gopclntab: not an %s Go 1.2+ table", arch)
 	}
 	word := func(i int) uint64 { return binary.LittleEndian.Uint64(data[8+8*i:]) }
 	nfunc := word(0)
@@ -131,7 +131,7 @@ func (b *Binary) scanPclntab() (uint64, []byte, error) {
 		for _, magic := range []uint32{magic120, magic118} {
 			var pat [8]byte
 			binary.LittleEndian.PutUint32(pat[:], magic)
-			pat[6], pat[7] = 1, 8 // minLC, ptrSize on amd64
+			pat[6], pat[7] = b.Arch.quantum(), 8 // minLC, ptrSize
 			for off := 0; off+72 <= len(data); {
 				i := bytes.Index(data[off:], pat[:])
 				if i < 0 {
@@ -231,7 +231,7 @@ func (b *Binary) moduledataText(pclnAddr uint64, data []byte, relocs relocs) (ui
 			}
 		}
 	}
-	// PIE: the file holds zero and a R_X86_64_RELATIVE relocation holds the
+	// PIE: the file holds zero and a R_*_RELATIVE relocation holds the
 	// address as its addend.
 	for _, r := range relocs {
 		if r.addend == pclnAddr {
@@ -280,11 +280,16 @@ func scanWords(base uint64, r readerAt, size uint64, want uint64, check func(uin
 type reloc struct{ off, addend uint64 }
 type relocs []reloc
 
-// relativeRelocs returns the R_X86_64_RELATIVE relocations, which is how PIE
-// binaries store pointers: zero in the file, address in the addend.
+// relativeRelocs returns the R_X86_64_RELATIVE (R_AARCH64_RELATIVE on arm64)
+// relocations, which is how PIE binaries store pointers: zero in the file,
+// address in the addend.
 func (b *Binary) relativeRelocs() relocs {
 	if b.elf.Type != elf.ET_DYN {
 		return nil
+	}
+	relative := uint32(elf.R_X86_64_RELATIVE)
+	if b.Arch == ARM64 {
+		relative = uint32(elf.R_AARCH64_RELATIVE)
 	}
 	var out relocs
 	for _, s := range b.elf.Sections {
@@ -296,7 +301,7 @@ func (b *Binary) relativeRelocs() relocs {
 			continue
 		}
 		for i := 0; i+24 <= len(data); i += 24 {
-			if elf.R_X86_64(binary.LittleEndian.Uint64(data[i+8:])&0xffffffff) == elf.R_X86_64_RELATIVE {
+			if uint32(binary.LittleEndian.Uint64(data[i+8:])) == relative {
 				out = append(out, reloc{
 					off:    binary.LittleEndian.Uint64(data[i:]),
 					addend: binary.LittleEndian.Uint64(data[i+16:]),

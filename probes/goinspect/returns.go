@@ -10,8 +10,11 @@ const maxFuncSize = 1 << 20
 // free return probes (uretprobes break Go's stack growth). It decodes
 // linearly from the entry (Code) and fails rather than skip bytes it cannot
 // decode: a uprobe placed off an instruction boundary would corrupt the
-// traced program.
+// traced program. On arm64 it decodes every 4-byte word (CodeARM64).
 func (b *Binary) Returns(f Func) ([]uint64, error) {
+	if b.Arch == ARM64 {
+		return b.returnsARM64(f)
+	}
 	insts, err := b.Code(f)
 	if err != nil {
 		return nil, err

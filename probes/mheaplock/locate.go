@@ -26,6 +26,9 @@ var mheapUsers = []string{
 // first field and mutex.key the mutex's, lock ranking being off in release
 // builds). At least two functions must agree and none may disagree.
 func MheapLockAddr(b *goinspect.Binary) (uint64, error) {
+	if err := b.RequireAMD64("mheaplock.MheapLockAddr"); err != nil {
+		return 0, err
+	}
 	lock2, err := b.Func("runtime.lock2")
 	if err != nil {
 		return 0, err
@@ -71,6 +74,9 @@ func MheapLockAddr(b *goinspect.Binary) (uint64, error) {
 // implementation (it sleeps in runtime.semasleep) rather than the futex one
 // (runtime.futexsleep).
 func SpinbitLock(b *goinspect.Binary) (bool, error) {
+	if err := b.RequireAMD64("mheaplock.SpinbitLock"); err != nil {
+		return false, err
+	}
 	lock2, err := b.Func("runtime.lock2")
 	if err != nil {
 		return false, err
@@ -105,6 +111,9 @@ var errNoSite = errors.New("no usable CALL runtime.semasleep site")
 // straight-line (no other jump lands in between) and leaves that register
 // alone, so the register read at the CALL is the lock's address.
 func SleepSites(b *goinspect.Binary, fn goinspect.Func, _ probes.Facts) ([]probes.Site, error) {
+	if err := b.RequireAMD64("mheaplock.SleepSites"); err != nil {
+		return nil, err
+	}
 	sema, err := b.Func("runtime.semasleep")
 	if err != nil {
 		return nil, err

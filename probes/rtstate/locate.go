@@ -107,6 +107,9 @@ func FromSymtab(b *goinspect.Binary) (Addrs, error) {
 //     LEA'd address of a value loaded from allgs+8, allgs being the one
 //     slice header it appends to).
 func LocateInCode(b *goinspect.Binary, f probes.Facts) (Addrs, error) {
+	if err := b.RequireAMD64("rtstate.LocateInCode"); err != nil {
+		return Addrs{}, err
+	}
 	bk := f.Books
 	var refs []ref
 	for _, name := range []string{"runtime.gcMarkTermination", "runtime.gcStart"} {

@@ -42,6 +42,9 @@ const SamplePeriod = 8
 // inlined (Go 1.19), the two RIP-relative LEAs of the inlined code that are
 // exactly the counts array and the underflow counter after it apart.
 func TimeToRunAddr(b *goinspect.Binary, h probes.TimeHist) (uint64, error) {
+	if err := b.RequireAMD64("sched.TimeToRunAddr"); err != nil {
+		return 0, err
+	}
 	if !h.Valid() {
 		return 0, fmt.Errorf("%s: no timeHistogram layout known for %s", b.Path, b.GoVersion)
 	}
