@@ -143,7 +143,10 @@ func TestGCFollow(t *testing.T) {
 		return ok
 	})
 	follow := func(args ...string) (*exec.Cmd, *syncBuffer) {
-		cmd := exec.Command(cliBinary(t), append([]string{"--socket", d.Socket, "gc", strconv.Itoa(f.PID), "-f", "--last", "0"}, args...)...)
+		// --last 100: the history kept when the follow subscribes (the
+		// request drains the readers first, up to 500 ms, while the
+		// fixture may already run), then the stream; never a cycle twice.
+		cmd := exec.Command(cliBinary(t), append([]string{"--socket", d.Socket, "gc", strconv.Itoa(f.PID), "-f", "--last", "100"}, args...)...)
 		out := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -159,6 +162,11 @@ func TestGCFollow(t *testing.T) {
 	f.Proceed()
 	f.Expect("final")
 	// Before the exit: every cycle was streamed as it completed.
+	defer func() {
+		if t.Failed() {
+			t.Logf("%d cycles; streamed as JSON:\n%s\nas a table:\n%s", f.Final.NumGC, jsonOut, tableOut)
+		}
+	}()
 	e2etest.WaitFor(t, 5*time.Second, "the cycles to be streamed", func() bool {
 		return uint64(strings.Count(jsonOut.String(), "\n")) >= f.Final.NumGC
 	})

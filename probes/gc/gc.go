@@ -274,7 +274,7 @@ func (f *Family) track(pid uint32) (Event, bool) {
 	}
 	if err == nil {
 		ev.Ring, err = r.r.PauseRing(ev.Books.NumGC)
-		r.last = ev.Books.NumGC
+		r.last, r.filled = ev.Books.NumGC, ev.Books.NumGC
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -299,9 +299,10 @@ func (f *Family) track(pid uint32) (Event, bool) {
 }
 
 type reader struct {
-	mem  *os.File
-	r    *rtstate.Reader
-	last uint32 // numgc at the last reading (Poll's own)
+	mem    *os.File
+	r      *rtstate.Reader
+	last   uint32 // numgc at the last reading (Poll's own)
+	filled uint32 // cycles up to this one were filled in from the rings or recorded
 }
 
 func (r *reader) close() {
@@ -430,16 +431,21 @@ func (f *Family) Poll(fn func(Event)) {
 		switch {
 		case err == nil:
 			ev := Event{PID: int(pid), Kind: KindBooks, Books: s}
-			if s.NumGC > r.last+1 {
-				// Cycles between two readings whose records may never
-				// come (before the probe was attached, or lost): the
-				// rings still have their pauses.
+			if r.last > r.filled {
+				// Cycles that completed before the previous reading and
+				// whose record may never come (the probe attached after
+				// them, or the record was lost): a poll period later, a
+				// record in flight has arrived, so what is still missing
+				// is filled in from the rings (the aggregator keeps a
+				// record over a ring entry). Not sooner: a follower would
+				// see a cycle's ring line before its record.
 				ring, _ := r.r.PauseRing(s.NumGC)
 				for _, c := range ring {
-					if c.Seq > r.last && c.Seq < s.NumGC {
+					if c.Seq > r.filled && c.Seq <= r.last {
 						ev.Ring = append(ev.Ring, c)
 					}
 				}
+				r.filled = r.last
 			}
 			r.last = s.NumGC
 			fn(ev)
