@@ -374,12 +374,6 @@ func (a *Aggregator) books(p *proc, s event.GCBooks) {
 		AllocatedBytes: s.TotalAlloc, ReadAt: s.At,
 	}
 	p.info.RuntimeError = ""
-	if s.Last.Seq == s.NumGC && s.NumGC > 0 && !p.seen(uint64(s.Last.Seq)) {
-		// The last cycle, when its record was lost or came before the
-		// probes: the books still hold all of it.
-		c := a.cycle(p, s.Last)
-		p.insert(c, a.cfg.History, false)
-	}
 }
 
 // totals moves the process's totals forward to the runtime's own
