@@ -44,16 +44,7 @@ func (c *PerBinary[T]) ForPID(pid uint32, inspect func(*goinspect.Binary) (T, er
 	c.mu.Unlock()
 	if !ok {
 		e = inspectPID(root, pid, inspect)
-		c.mu.Lock()
-		limit := c.Max
-		if limit <= 0 {
-			limit = maxPerBinary
-		}
-		if c.m == nil || len(c.m) >= limit {
-			c.m = map[goinspect.FileID]perBinary[T]{}
-		}
-		c.m[id] = e
-		c.mu.Unlock()
+		c.put(id, e)
 	}
 	if e.err != nil {
 		return v, 0, e.err
@@ -63,6 +54,30 @@ func (c *PerBinary[T]) ForPID(pid uint32, inspect func(*goinspect.Binary) (T, er
 		return v, 0, err
 	}
 	return e.v, bias, nil
+}
+
+// Seed caches v for a binary already opened and inspected (say, when its
+// probes were attached), so that its processes cost no second open and
+// parse of it.
+func (c *PerBinary[T]) Seed(b *goinspect.Binary, v T) {
+	base, err := b.LoadBase()
+	if err != nil {
+		return
+	}
+	c.put(b.ID, perBinary[T]{v: v, base: base})
+}
+
+func (c *PerBinary[T]) put(id goinspect.FileID, e perBinary[T]) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	limit := c.Max
+	if limit <= 0 {
+		limit = maxPerBinary
+	}
+	if c.m == nil || len(c.m) >= limit {
+		c.m = map[goinspect.FileID]perBinary[T]{}
+	}
+	c.m[id] = e
 }
 
 func inspectPID[T any](root string, pid uint32, inspect func(*goinspect.Binary) (T, error)) perBinary[T] {

@@ -436,12 +436,6 @@ func (p *proc) find(seq uint64) (api.GCCycle, bool) {
 	return p.cycles[i], true
 }
 
-// seen reports whether cycle seq is kept with its full books.
-func (p *proc) seen(seq uint64) bool {
-	c, ok := p.find(seq)
-	return ok && !c.BeforeProbes
-}
-
 // insert keeps c in Seq order: a cycle with full books replaces a
 // before-probes entry of the same number (replace), never the reverse;
 // beyond max the oldest go.

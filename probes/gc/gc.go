@@ -134,6 +134,8 @@ func (f *Family) site(b *goinspect.Binary, fn goinspect.Func, facts probes.Facts
 	if err != nil {
 		return nil, err
 	}
+	// The books reader of each process of this binary needs the same.
+	f.bins.Seed(b, bin{facts: facts, addrs: addrs})
 	return []probes.Site{{Addr: addr, Cookie: uint64(key)}}, nil
 }
 
@@ -313,6 +315,8 @@ func (r *reader) close() {
 }
 
 func (f *Family) openReader(pid uint32) (*reader, error) {
+	// Seeded when the binary's probe was attached; inspected here for a
+	// process whose binary is not probed yet.
 	bn, bias, err := f.bins.ForPID(pid, func(b *goinspect.Binary) (bin, error) {
 		facts, err := probes.FactsFor(b)
 		if err != nil {
