@@ -280,6 +280,13 @@ type Status struct {
 	// says which ("measured", "configured", or "pending").
 	TrapCostNs     float64 `json:"trap_cost_ns"`
 	TrapCostSource string  `json:"trap_cost_source"`
+	// New binaries waiting for (or in) inspection; those not queued
+	// because the queue was full (the next rescan retries them); and
+	// binaries or processes not traced because their user's share
+	// (--max-binaries-per-user, --max-pids-per-user) was reached.
+	InspectionsPending int    `json:"inspections_pending"`
+	InspectionsDropped uint64 `json:"inspections_dropped"`
+	UserShareDropped   uint64 `json:"user_share_dropped"`
 }
 
 // BinaryStatus is one traced executable (one inode), probed once however

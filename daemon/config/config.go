@@ -39,11 +39,14 @@ type Config struct {
 	History     int
 	MaxPIDs     int
 	MaxBinaries int
-	ForgetAfter time.Duration
-	ProcRoot    string
-	LogLevel    string
-	LogFormat   string
-	Export      exportconfig.Config
+	// A non-root user's share of the two above (0: none).
+	MaxPIDsPerUser     int
+	MaxBinariesPerUser int
+	ForgetAfter        time.Duration
+	ProcRoot           string
+	LogLevel           string
+	LogFormat          string
+	Export             exportconfig.Config
 }
 
 // Defaults returns the configuration before file, environment and flags.
@@ -54,11 +57,15 @@ func Defaults() Config {
 		History:     100,
 		MaxPIDs:     4096,
 		MaxBinaries: 1024,
-		ForgetAfter: 5 * time.Minute,
-		ProcRoot:    "/proc",
-		LogLevel:    "info",
-		LogFormat:   "auto",
-		Export:      exportconfig.Defaults(),
+		// A quarter each: a user's exec storm leaves three quarters
+		// to everyone else.
+		MaxPIDsPerUser:     1024,
+		MaxBinariesPerUser: 256,
+		ForgetAfter:        5 * time.Minute,
+		ProcRoot:           "/proc",
+		LogLevel:           "info",
+		LogFormat:          "auto",
+		Export:             exportconfig.Defaults(),
 	}
 }
 
@@ -86,6 +93,10 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.MaxPIDs }, check: intRange(1, 1<<22)},
 	{key: "max_binaries", flag: "max-binaries", help: "Go executables (inodes) probed at once",
 		ptr: func(c *Config) any { return &c.MaxBinaries }, check: intRange(1, 1<<20)},
+	{key: "max_pids_per_user", flag: "max-pids-per-user", help: "running Go processes of one non-root user traced at once (0: no per-user share); more are counted as dropped",
+		ptr: func(c *Config) any { return &c.MaxPIDsPerUser }, check: intRange(0, 1<<22)},
+	{key: "max_binaries_per_user", flag: "max-binaries-per-user", help: "Go executables first run by one non-root user probed at once (0: no per-user share)",
+		ptr: func(c *Config) any { return &c.MaxBinariesPerUser }, check: intRange(0, 1<<20)},
 	{key: "forget_after", flag: "forget-after", help: "how long an exited process stays listed",
 		ptr: func(c *Config) any { return &c.ForgetAfter }, check: positiveDuration},
 	{key: "proc", flag: "proc", help: "procfs mount point",

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -36,8 +35,12 @@ import (
 type Config struct {
 	ProcRoot    string // normally /proc
 	Families    []string
-	MaxBinaries int           // binaries probed at once
-	SweepEvery  time.Duration // how often exited processes are checked
+	MaxBinaries int // binaries probed at once
+	// Per user (root exempt), so that one user cannot take every slot:
+	// binaries probed and running processes traced; 0: no share.
+	MaxBinariesPerUser int
+	MaxPIDsPerUser     int
+	SweepEvery         time.Duration // how often exited processes are checked
 }
 
 // Version is set by the daemon's main (from the build).
@@ -54,6 +57,7 @@ type fileKey struct {
 type binInfo struct {
 	goVersion             string
 	pie, static, stripped bool
+	uid                   uint32 // who first ran it: its share is theirs
 	pids                  map[int]struct{}
 }
 
@@ -75,6 +79,7 @@ type Tracer struct {
 	execsDropped atomic.Uint64
 	discLost     uint64
 	discWatch    *readerWatch
+	inspectSeen  uint64 // inspectDropped at the last sweep
 
 	famMu   sync.Mutex
 	fams    map[string]*loaded
@@ -85,10 +90,22 @@ type Tracer struct {
 	notGo     map[fileKey]struct{}
 	bins      map[goinspect.FileID]*binInfo
 	pidBin    map[int]goinspect.FileID
-	latencies []float64          // last attach latencies, seconds
-	refused   []api.BinaryStatus // last binaries refused, and why
+	pidUID    map[int]uint32
+	trackedAt map[int]time.Duration // when identified (monotonic): older exec events are stale
+	latencies []float64             // last attach latencies, seconds
+	refused   []api.BinaryStatus    // last binaries refused, and why
 
 	cost costMeter
+
+	// New binaries wait here for the inspection workers (inspect.go);
+	// pending is the event loop's own.
+	queue          *fairQueue
+	results        chan inspectResult
+	pending        map[goinspect.FileID]*inspectJob
+	pendingN       atomic.Int64
+	inspectDropped atomic.Uint64 // queue full, or too many processes waiting on one binary
+	quotaDropped   atomic.Uint64 // a user's share reached
+	limitLog       rateLog
 }
 
 // New loads the enabled families and attaches their tracepoints.
@@ -105,6 +122,10 @@ func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, erro
 	t := &Tracer{
 		log: log, cfg: cfg, agg: agg, started: time.Now(), fams: map[string]*loaded{}, famErrs: map[string]string{},
 		notGo: map[fileKey]struct{}{}, bins: map[goinspect.FileID]*binInfo{}, pidBin: map[int]goinspect.FileID{},
+		pidUID: map[int]uint32{}, trackedAt: map[int]time.Duration{},
+		queue: newFairQueue(), pending: map[goinspect.FileID]*inspectJob{},
+		// Room for every job queued or in flight: a worker never blocks.
+		results: make(chan inspectResult, inspectQueue+inspectWorkers),
 	}
 	var err error
 	if t.disc, err = discovery.New(); err != nil {
@@ -134,6 +155,10 @@ func (t *Tracer) Close() {
 		_ = t.stopFamily(name)
 	}
 	t.famMu.Unlock()
+	for id, j := range t.pending {
+		j.o.f.Close()
+		delete(t.pending, id)
+	}
 	if t.att != nil {
 		t.att.Close()
 	}
@@ -198,8 +223,20 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 	}
 	t.famMu.Unlock()
 	g.Go(func() error { return t.sampleCosts(ctx) })
+	g.Go(func() error { return t.runInspectors(ctx) })
 	g.Go(func() error {
 		t.scan()
+		// Ready means the processes running at start are attached.
+		for len(t.pending) > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case r := <-t.results:
+				t.inspected(r)
+			case id := <-mods:
+				t.modified(id)
+			}
+		}
 		t.ready.Store(true)
 		if ready != nil {
 			ready()
@@ -225,6 +262,8 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 					}
 				}
 				t.exec(ev)
+			case r := <-t.results:
+				t.inspected(r)
 			case <-sweep.C:
 				t.sweep()
 			case <-beat.C:
@@ -247,142 +286,262 @@ func (t *Tracer) scan() {
 }
 
 func (t *Tracer) exec(ev discovery.Event) {
-	if !t.track(ev.PID, &ev) {
-		// A traced PID that exec'd a program we do not trace is gone for
-		// us; a no-op for the usual untraced process.
+	t.mu.Lock()
+	at, traced := t.trackedAt[ev.PID]
+	t.mu.Unlock()
+	if traced && at > ev.At {
+		// Identified after this exec (by the scan): already what it runs.
+		return
+	}
+	if traced {
+		// A traced PID that exec'd: its program is gone, and the next
+		// one (Go or not) starts afresh, inheriting no figures.
 		t.forget(ev.PID)
 	}
+	t.track(ev.PID, &ev)
 }
 
-// track starts tracing pid if it runs Go, and reports whether it does. exec
-// is its exec event, nil for processes found by the scan.
-func (t *Tracer) track(pid int, exec *discovery.Event) bool {
-	exeLink := filepath.Join(t.cfg.ProcRoot, strconv.Itoa(pid), "exe")
-	fi, err := os.Stat(exeLink)
-	gone := false
+// track identifies pid's executable (an open and an fstat, on the event
+// loop) and registers it when the binary is known; a never-seen binary is
+// queued for the inspection workers and the process waits on it. exec is
+// its exec event, nil for processes found by a scan.
+func (t *Tracer) track(pid int, exec *discovery.Event) {
+	o, err := openExe(t.cfg.ProcRoot, pid, exec)
 	if err != nil {
-		// Kernel thread, or a process that already exited. For the
-		// latter, probe its binary by name for the next runs, if the name
-		// still leads to the very inode it ran.
-		if exec == nil || !filepath.IsAbs(exec.Filename) {
-			return false
+		if exec != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, errReexec) {
+			t.log.Debug("process not identified", "pid", pid, "err", err)
 		}
-		if fi, err = os.Stat(exec.Filename); err != nil {
-			return false
-		}
-		if st := fi.Sys().(*syscall.Stat_t); st.Dev != exec.Dev || st.Ino != exec.Ino {
-			return false
-		}
-		exeLink, gone = exec.Filename, true
+		return
 	}
-	st := fi.Sys().(*syscall.Stat_t)
-	key := fileKey{id: goinspect.FileID{Dev: st.Dev, Ino: st.Ino}, size: st.Size, mtime: st.Mtim.Nano()}
-
+	w := waiter{pid: pid, exec: exec, name: o.name, gone: o.gone, uid: o.uid}
+	if !o.gone {
+		w.start = procStart(t.cfg.ProcRoot, pid)
+	}
 	t.mu.Lock()
-	_, skip := t.notGo[key]
-	info, known := t.bins[key.id]
-	nbins := len(t.bins)
+	_, skip := t.notGo[o.key]
+	info, known := t.bins[o.key.id]
 	t.mu.Unlock()
-	if skip {
-		return false
+	if skip || known {
+		o.f.Close()
+		if known {
+			t.register(w, o.key.id, info)
+		}
+		return
 	}
-	exe := exeLink
-	if !gone {
-		exe, _ = os.Readlink(exeLink)
-	}
-	// The name is for people and exporters only (files are opened through
-	// exeLink): cleaned once here, as any local user chooses it.
-	exe = sanitize.Path(exe)
-	log := t.log.With("pid", pid, "exe", exe)
-
-	if !known {
-		if nbins >= t.cfg.MaxBinaries {
-			log.Warn("binary not traced: --max-binaries reached", "max", t.cfg.MaxBinaries)
-			return false
-		}
-		b, err := goinspect.Open(exeLink)
-		if err != nil {
-			if !errors.Is(err, goinspect.ErrNotGo) && !errors.Is(err, goinspect.ErrNotELF) {
-				if _, statErr := os.Stat(exeLink); statErr != nil {
-					return false // exited before we could open it: nothing to trace
-				}
-				log.Warn("cannot inspect binary", "err", err)
-			}
-			t.skip(key)
-			return false
-		}
-		// From here on the open file, not the process, keeps the binary
-		// reachable: a short-lived process still gets its binary probed
-		// for the next ones.
-		bin, err := t.att.Attach(b, exe)
-		if err == nil {
-			if werr := t.mods.add(bin.ID, bin.OpenPath()); werr != nil {
-				// Unwatched probes could end up mid-instruction in a
-				// rewritten file: better no probes.
-				t.att.Detach(bin.ID)
-				err = werr
-			}
-		}
-		info = &binInfo{goVersion: b.GoVersion, pie: b.PIE, static: b.Static, stripped: b.Stripped, pids: map[int]struct{}{}}
-		b.Close()
-		if err != nil {
-			log.Warn("binary not traced", "go", info.goVersion, "err", err)
-			t.refuse(api.BinaryStatus{Path: exe, GoVersion: info.goVersion, Errors: strings.Split(err.Error(), "\n")})
-			t.skip(key)
-			return false
-		}
-		attrs := []any{"go", info.goVersion, "probes", bin.Probes}
-		if exec != nil {
-			lat := discovery.Monotonic() - exec.At
-			attrs = append(attrs, "latency_ms", float64(lat.Microseconds())/1000)
-			t.mu.Lock()
-			t.latencies = append(t.latencies, lat.Seconds())
-			if len(t.latencies) > 32 {
-				t.latencies = t.latencies[1:]
-			}
-			t.mu.Unlock()
-		}
-		log.Info("binary attached", attrs...)
-		t.mu.Lock()
-		if prev, ok := t.bins[key.id]; ok {
-			info = prev
+	if j, ok := t.pending[o.key.id]; ok {
+		o.f.Close()
+		if len(j.waiters) < maxWaiters {
+			j.waiters = append(j.waiters, w)
 		} else {
-			t.bins[key.id] = info
+			t.inspectDropped.Add(1)
+		}
+		return
+	}
+	if why := t.binaryQuota(o.uid); why != "" {
+		o.f.Close()
+		t.quotaDropped.Add(1)
+		t.limitLog.warn(t.log, why, "pid", pid, "exe", o.name, "uid", o.uid)
+		return
+	}
+	j := &inspectJob{o: o, queued: time.Now(), waiters: []waiter{w}}
+	if !t.queue.push(o.uid, j) {
+		o.f.Close()
+		t.inspectDropped.Add(1)
+		t.limitLog.warn(t.log, "binary not inspected now: inspection queue full (the next rescan retries)", "pid", pid, "exe", o.name, "uid", o.uid)
+		return
+	}
+	t.pending[o.key.id] = j
+	t.pendingN.Store(int64(len(t.pending)))
+}
+
+// maxWaiters bounds the processes waiting on one binary's inspection (an
+// exec storm of one new binary); more are found by the next rescan.
+const maxWaiters = 4096
+
+// binaryQuota says why a new binary of uid may not be probed now, or "".
+// Binaries waiting for inspection count.
+func (t *Tracer) binaryQuota(uid uint32) string {
+	t.mu.Lock()
+	n, mine := len(t.bins), 0
+	for _, b := range t.bins {
+		if b.uid == uid {
+			mine++
+		}
+	}
+	t.mu.Unlock()
+	for _, j := range t.pending {
+		n++
+		if j.o.uid == uid {
+			mine++
+		}
+	}
+	if n >= t.cfg.MaxBinaries {
+		return "binary not traced: --max-binaries reached"
+	}
+	if uid != rootUID && t.cfg.MaxBinariesPerUser > 0 && mine >= t.cfg.MaxBinariesPerUser {
+		return "binary not traced: this user's share (--max-binaries-per-user) reached"
+	}
+	return ""
+}
+
+// inspected handles a worker's answer on the event loop: the binary is
+// known (or refused) and the processes that waited on it are registered.
+func (t *Tracer) inspected(r inspectResult) {
+	j := r.job
+	id := j.o.key.id
+	if j.stale {
+		// Written to while inspected: what was attached may sit on old
+		// bytes. Inspect again what the file holds now.
+		if r.bin != nil {
+			t.mods.remove(id)
+			t.att.Detach(id)
+		}
+		j.stale = false
+		if !t.queue.push(j.o.uid, j) {
+			t.dropJob(j)
+		}
+		return
+	}
+	delete(t.pending, id)
+	t.pendingN.Store(int64(len(t.pending)))
+	defer j.o.f.Close()
+	log := t.log.With("exe", j.o.name)
+	if r.err != nil {
+		switch {
+		case errors.Is(r.err, goinspect.ErrNotGo), errors.Is(r.err, goinspect.ErrNotELF):
+		case r.info == nil:
+			log.Warn("cannot inspect binary", "err", r.err)
+		default:
+			log.Warn("binary not traced", "go", r.info.goVersion, "err", r.err)
+			t.refuse(api.BinaryStatus{Path: j.o.name, GoVersion: r.info.goVersion, Errors: strings.Split(r.err.Error(), "\n")})
+		}
+		t.skip(j.o.key)
+		return
+	}
+	info := r.info
+	attrs := []any{"go", info.goVersion, "probes", r.bin.Probes, "inspect_ms", ms(r.took), "queued_ms", ms(time.Since(j.queued) - r.took)}
+	if w := j.waiters[0]; w.exec != nil {
+		lat := discovery.Monotonic() - w.exec.At
+		attrs = append(attrs, "latency_ms", ms(lat))
+		t.mu.Lock()
+		t.latencies = append(t.latencies, lat.Seconds())
+		if len(t.latencies) > 32 {
+			t.latencies = t.latencies[1:]
 		}
 		t.mu.Unlock()
 	}
-	if gone {
+	log.Info("binary attached", attrs...)
+	t.mu.Lock()
+	t.bins[id] = info
+	t.mu.Unlock()
+	for _, w := range j.waiters {
+		// It waited: it may have exited, exec'd again or its PID been
+		// reused meanwhile.
+		if !w.gone {
+			switch now := procStart(t.cfg.ProcRoot, w.pid); {
+			case now.IsZero():
+				w.gone = true
+			case !now.Equal(w.start):
+				continue // another process now: its own exec event says what it runs
+			default:
+				if cur, err := goinspect.StatPID(t.cfg.ProcRoot, w.pid); err != nil || cur != id {
+					continue // exec'd again: its own exec event follows
+				}
+			}
+		}
+		t.register(w, id, info)
+	}
+}
+
+// dropJob gives up on a queued binary (queue full on a retry).
+func (t *Tracer) dropJob(j *inspectJob) {
+	delete(t.pending, j.o.key.id)
+	t.pendingN.Store(int64(len(t.pending)))
+	j.o.f.Close()
+	t.inspectDropped.Add(1)
+}
+
+// register starts tracing a process whose binary is attached.
+func (t *Tracer) register(w waiter, id goinspect.FileID, info *binInfo) {
+	pid := w.pid
+	if w.gone {
 		// Its events may still be in flight: they land on an entry that
 		// says who it was, already marked exited.
-		if t.agg.Register(aggregate.Meta{PID: pid, Exe: exe, GoVersion: info.goVersion,
+		if t.agg.Register(aggregate.Meta{PID: pid, Exe: w.name, GoVersion: info.goVersion,
 			PIE: info.pie, Static: info.static, Stripped: info.stripped, Gone: true}) {
 			t.agg.Exited(pid)
 		}
-		return true
+		return
 	}
-
-	var start time.Time
-	if p, err := procfs.NewProc(pid); err == nil {
-		if s, err := p.Stat(); err == nil {
-			if secs, err := s.StartTime(); err == nil {
-				start = time.Unix(0, int64(secs*1e9))
-			}
-		}
+	if w.uid != rootUID && t.cfg.MaxPIDsPerUser > 0 && t.userProcesses(w.uid, pid) >= t.cfg.MaxPIDsPerUser {
+		t.quotaDropped.Add(1)
+		t.limitLog.warn(t.log, "process not traced: this user's share (--max-pids-per-user) reached", "pid", pid, "exe", w.name, "uid", w.uid)
+		return
 	}
-	who := procmeta.Describe(t.cfg.ProcRoot, pid, exe)
+	who := procmeta.Describe(t.cfg.ProcRoot, pid, w.name)
 	if !t.agg.Register(aggregate.Meta{
-		PID: pid, Exe: exe, GoVersion: info.goVersion,
-		PIE: info.pie, Static: info.static, Stripped: info.stripped, StartTime: start,
+		PID: pid, Exe: w.name, GoVersion: info.goVersion,
+		PIE: info.pie, Static: info.static, Stripped: info.stripped, StartTime: w.start,
 		ServiceName: who.ServiceName, SystemdUnit: who.SystemdUnit, ContainerID: who.ContainerID,
 	}) {
-		log.Warn("process not traced: --max-pids reached")
-		return false
+		t.limitLog.warn(t.log, "process not traced: --max-pids reached", "pid", pid, "exe", w.name)
+		return
 	}
 	t.releaseEvicted()
-	t.bind(pid, key.id, info)
+	t.bind(pid, id, info, w.uid)
 	t.trackFamilies(pid)
-	return true
 }
+
+// userProcesses counts uid's running traced processes other than pid.
+// Exited ones (kept for --forget-after) hold no share.
+func (t *Tracer) userProcesses(uid uint32, pid int) int {
+	t.mu.Lock()
+	var mine []int
+	for p, u := range t.pidUID {
+		if u == uid && p != pid {
+			mine = append(mine, p)
+		}
+	}
+	t.mu.Unlock()
+	if len(mine) < t.cfg.MaxPIDsPerUser {
+		return len(mine)
+	}
+	running := map[int]bool{}
+	for _, p := range t.agg.Running() {
+		running[p] = true
+	}
+	n := 0
+	for _, p := range mine {
+		if running[p] {
+			n++
+		}
+	}
+	return n
+}
+
+// procStart is the process's start time (zero once it is gone): with the
+// PID, what identifies a process.
+func procStart(procRoot string, pid int) time.Time {
+	fs, err := procfs.NewFS(procRoot)
+	if err != nil {
+		return time.Time{}
+	}
+	p, err := fs.Proc(pid)
+	if err != nil {
+		return time.Time{}
+	}
+	s, err := p.Stat()
+	if err != nil {
+		return time.Time{}
+	}
+	secs, err := s.StartTime()
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(secs*1e9))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // maxRefused bounds the refused binaries status lists.
 const maxRefused = 32
@@ -405,7 +564,7 @@ func (t *Tracer) refuse(b api.BinaryStatus) {
 
 // bind records that pid runs binary id, releasing the binary it ran
 // before an exec.
-func (t *Tracer) bind(pid int, id goinspect.FileID, info *binInfo) {
+func (t *Tracer) bind(pid int, id goinspect.FileID, info *binInfo, uid uint32) {
 	t.mu.Lock()
 	prev, had := t.pidBin[pid]
 	t.mu.Unlock()
@@ -415,6 +574,8 @@ func (t *Tracer) bind(pid int, id goinspect.FileID, info *binInfo) {
 	t.mu.Lock()
 	info.pids[pid] = struct{}{}
 	t.pidBin[pid] = id
+	t.pidUID[pid] = uid
+	t.trackedAt[pid] = discovery.Monotonic()
 	t.mu.Unlock()
 }
 
@@ -447,6 +608,8 @@ func (t *Tracer) unbind(pid int) {
 	t.mu.Lock()
 	id, ok := t.pidBin[pid]
 	delete(t.pidBin, pid)
+	delete(t.pidUID, pid)
+	delete(t.trackedAt, pid)
 	var detach bool
 	if info := t.bins[id]; ok && info != nil {
 		delete(info.pids, pid)
@@ -466,6 +629,12 @@ func (t *Tracer) unbind(pid int) {
 // modified drops the probes of a binary written to in place; the next
 // process started from it is inspected anew.
 func (t *Tracer) modified(id goinspect.FileID) {
+	if j, ok := t.pending[id]; ok {
+		// Being inspected: its worker's answer is dropped and the file
+		// inspected again (inspected).
+		j.stale = true
+		return
+	}
 	start := time.Now()
 	t.mods.remove(id)
 	t.att.Detach(id)
@@ -480,7 +649,9 @@ func (t *Tracer) modified(id goinspect.FileID) {
 // event was lost, and rescans /proc when exec events were lost.
 func (t *Tracer) sweep() {
 	lost, _ := t.disc.Lost()
-	if dropped := t.execsDropped.Swap(0); dropped > 0 || lost != t.discLost {
+	queueFull := t.inspectDropped.Load() != t.inspectSeen
+	t.inspectSeen = t.inspectDropped.Load()
+	if dropped := t.execsDropped.Swap(0); dropped > 0 || lost != t.discLost || queueFull {
 		t.log.Warn("exec events lost: rescanning /proc", "dropped", dropped, "ring_lost", lost-t.discLost)
 		t.discLost = lost
 		t.scan()
@@ -523,6 +694,9 @@ func (t *Tracer) Status() api.Status {
 		Processes: t.agg.Len(), ProcessesDropped: t.agg.Dropped(),
 	}
 	s.TrapCostNs, s.TrapCostSource = t.cost.trapCost()
+	s.InspectionsPending = int(t.pendingN.Load())
+	s.InspectionsDropped = t.inspectDropped.Load()
+	s.UserShareDropped = t.quotaDropped.Load()
 	t.mu.Lock()
 	s.AttachLatencySeconds = slices.Clone(t.latencies)
 	s.Refused = slices.Clone(t.refused)

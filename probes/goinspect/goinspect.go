@@ -102,6 +102,19 @@ func Open(path string) (*Binary, error) {
 	return b, nil
 }
 
+// FromFile parses an executable the caller opened (and checked: see the
+// tracer's openExe); the Binary owns f from here, closed with it even on
+// error. Parsing what was opened, never a path looked up again, is what
+// keeps a file swapped in between from being taken for the one checked.
+func FromFile(f *os.File, name string) (*Binary, error) {
+	b, err := newBinary(name, f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	return b, nil
+}
+
 // OpenPID opens the executable of process pid through procRoot/<pid>/exe.
 func OpenPID(procRoot string, pid int) (*Binary, error) {
 	return Open(exePath(procRoot, pid))
