@@ -237,26 +237,35 @@ func (f *Family) Track(pid uint32) {
 	}
 }
 
-// earlyRetries bounds the attempts at a process whose runtime has not
-// started (tens of milliseconds after exec, longer on a loaded host).
+// A process is read at once when tracked, but its runtime may not have
+// set its books up yet: tens of milliseconds after exec on a quiet host,
+// seconds on a saturated one (measured: 300 processes starting next to
+// busy CPUs, some not scheduled for over 2 s). So it is tried again soon
+// (earlyRetries every earlyEvery), then once a poll period for up to
+// lateRetries periods before it is reported unreadable.
 const (
 	earlyRetries = 40
 	earlyEvery   = 50 * time.Millisecond
+	lateRetries  = 120
 )
 
 // retryEarly queues a process read before its runtime set its books up
-// for another attempt shortly, and reports whether it did.
+// for another attempt, and reports whether it did.
 func (f *Family) retryEarly(pid uint32) bool {
 	f.mu.Lock()
 	n := f.early[pid]
-	if n >= earlyRetries || len(f.early) >= maxReaders {
+	if n >= earlyRetries+lateRetries || len(f.early) >= maxReaders {
 		delete(f.early, pid)
 		f.mu.Unlock()
 		return false
 	}
 	f.early[pid] = n + 1
 	f.mu.Unlock()
-	time.AfterFunc(earlyEvery, func() { f.Track(pid) })
+	wait := earlyEvery
+	if n >= earlyRetries {
+		wait = f.every
+	}
+	time.AfterFunc(wait, func() { f.Track(pid) })
 	return true
 }
 
