@@ -245,10 +245,10 @@ func (t *Tracer) runInspectors(ctx context.Context) error {
 // inspect parses and attaches one binary, off the event loop. The file is
 // watched for writes first, so a write during the inspection is seen (the
 // loop then marks the job stale).
-func (t *Tracer) inspect(j *inspectJob) inspectResult {
+func (t *Tracer) inspect(j *inspectJob) (r inspectResult) {
 	start := time.Now()
 	o := j.o
-	r := inspectResult{job: j}
+	r.job = j
 	defer func() { r.took = time.Since(start) }()
 	// A duplicate of the file for the parse: the job keeps its own (a
 	// stale job is inspected again from it).

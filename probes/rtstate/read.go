@@ -118,6 +118,12 @@ func (r *Reader) Read() (Sample, error) {
 		return s, fmt.Errorf("gcController all zero: %w", ErrNotReady)
 	}
 	if s.GCSettings, err = DecodeSettings(bk, ctl); err != nil {
+		if s.NumGC == 0 && s.HeapLive == 0 && s.HeapMarked == 0 {
+			// gcinit ran but the heap has not counted its first span
+			// (seen on a saturated host: mappedReady 256 KiB, heapLive
+			// 0): too early, not a wrong layout.
+			return s, fmt.Errorf("%w: %w", err, ErrNotReady)
+		}
 		return s, err
 	}
 	if err := r.goroutines(&s); err != nil {
