@@ -76,10 +76,10 @@ func openExe(procRoot string, pid int, exec *discovery.Event) (*opened, error) {
 			return nil, fmt.Errorf("open %q (its process exited): %w", exec.Filename, err)
 		}
 		o.gone, o.name = true, exec.Filename
-	} else if exec == nil || !filepath.IsAbs(exec.Filename) {
-		o.name, _ = os.Readlink(filepath.Join(dir, "exe"))
 	} else {
-		o.name = exec.Filename
+		// What it runs now (for a script, the interpreter, not the
+		// name its exec gave).
+		o.name, _ = os.Readlink(filepath.Join(dir, "exe"))
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {

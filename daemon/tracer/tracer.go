@@ -226,21 +226,28 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return t.runInspectors(ctx) })
 	g.Go(func() error {
 		t.scan()
-		// Ready means the processes running at start are attached.
-		for len(t.pending) > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case r := <-t.results:
-				t.inspected(r)
-			case id := <-mods:
-				t.modified(id)
+		// Ready means the binaries of the processes running at start are
+		// attached; execs meanwhile are served as usual.
+		initial := map[goinspect.FileID]struct{}{}
+		for id := range t.pending {
+			initial[id] = struct{}{}
+		}
+		markReady := func() {
+			if t.ready.Load() {
+				return
+			}
+			for id := range initial {
+				if _, ok := t.pending[id]; ok {
+					return
+				}
+			}
+			t.ready.Store(true)
+			t.log.Info("processes running at start identified", "traced", t.agg.Len())
+			if ready != nil {
+				ready()
 			}
 		}
-		t.ready.Store(true)
-		if ready != nil {
-			ready()
-		}
+		markReady()
 		sweep := time.NewTicker(t.cfg.SweepEvery)
 		defer sweep.Stop()
 		beat := time.NewTicker(time.Second)
@@ -264,6 +271,7 @@ func (t *Tracer) Run(ctx context.Context, ready func()) error {
 				t.exec(ev)
 			case r := <-t.results:
 				t.inspected(r)
+				markReady()
 			case <-sweep.C:
 				t.sweep()
 			case <-beat.C:
@@ -308,7 +316,7 @@ func (t *Tracer) exec(ev discovery.Event) {
 func (t *Tracer) track(pid int, exec *discovery.Event) {
 	o, err := openExe(t.cfg.ProcRoot, pid, exec)
 	if err != nil {
-		if exec != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, errReexec) {
+		if exec != nil && !errors.Is(err, os.ErrNotExist) {
 			t.log.Debug("process not identified", "pid", pid, "err", err)
 		}
 		return
