@@ -336,3 +336,47 @@ func TestE2EChurn(t *testing.T) {
 		t.Errorf("processes dropped by --max-pids: %d", st.ProcessesDropped)
 	}
 }
+
+// A local user names a Go program with terminal escapes and invalid UTF-8.
+// One invalid attribute used to fail the whole OTLP batch (every process's
+// export stopped); the name is cleaned where it enters, so the real
+// collector receives the hostile process's points, with the cleaned name,
+// and a bystander's points alongside.
+func TestE2EOTLPCollectorHostileName(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := gcloadBinary(t)
+	col := startCollector(t)
+	d := e2etest.StartDaemon(t, "--prometheus-listen", "", "--otlp-endpoint", "http://"+col.grpc,
+		"--otlp-protocol", ProtocolGRPC, "--export-interval", "1s")
+	dir := t.TempDir()
+	name := "ev\x1b[31mil\x07\xff\xfe\u009b"
+	hostile := filepath.Join(dir, name)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hostile, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WarmUp(t, d, bin)
+	e2etest.WarmUp(t, d, hostile)
+	bad := e2etest.StartFixture(t, hostile, nil, "-gcloop", "3", "-hold")
+	bad.Expect("final")
+	good := e2etest.StartFixture(t, bin, nil, "-gcloop", "4", "-hold")
+	good.Expect("final")
+	clean := filepath.Join(dir, `ev\x1b[31mil\x07`+"\uFFFD\uFFFD"+`\u009b`)
+	for _, f := range []*e2etest.Fixture{bad, good} {
+		want := map[string]string{"process.pid": strconv.Itoa(f.PID)}
+		var p point
+		e2etest.WaitFor(t, 30*time.Second, fmt.Sprintf("the collector to print pid %d's final cycle count", f.PID), func() bool {
+			var ok bool
+			p, ok = latest(col.points(), "go.memory.gc.cycles", want)
+			return ok && p.value == strconv.FormatUint(f.Final.NumGC, 10)
+		})
+		if f == bad && unwrap(p.attrs["process.executable.path"]) != clean && p.attrs["process.executable.path"] != clean {
+			t.Errorf("process.executable.path = %q, want %q", p.attrs["process.executable.path"], clean)
+		}
+	}
+	bad.Proceed()
+	good.Proceed()
+}
