@@ -40,27 +40,16 @@ func (b *Binary) readFuncs() (map[string]Func, error) {
 	if err != nil {
 		return nil, err
 	}
-	lt := gosym.NewLineTable(data, text)
-	tab, err := gosym.NewTable(nil, lt)
+	var funcs map[string]Func
+	var entryIsFunc bool
+	switch binary.LittleEndian.Uint32(data) {
+	case magic118, magic120:
+		funcs, entryIsFunc, err = b.funcs118(data, text)
+	default:
+		funcs, entryIsFunc, err = b.funcsGosym(data, text)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("parse .gopclntab: %w", err)
-	}
-	if len(tab.Funcs) == 0 {
-		return nil, fmt.Errorf("parse .gopclntab: no functions (unsupported or corrupt table)")
-	}
-	funcs := make(map[string]Func, len(tab.Funcs))
-	entryIsFunc := false
-	for i := range tab.Funcs {
-		f := &tab.Funcs[i]
-		if f.Sym == nil || f.End < f.Entry {
-			return nil, fmt.Errorf("parse .gopclntab: corrupt function %d", i)
-		}
-		entryIsFunc = entryIsFunc || f.Entry == b.elf.Entry
-		// Keep the first of duplicate names; the runtime functions we probe
-		// are unique, and a deterministic choice beats a random one.
-		if _, dup := funcs[f.Sym.Name]; !dup {
-			funcs[f.Sym.Name] = Func{Name: f.Sym.Name, Entry: f.Entry, End: f.End}
-		}
+		return nil, err
 	}
 	if guessed && !entryIsFunc {
 		// Every address would be off by the size of the code placed before
@@ -68,6 +57,98 @@ func (b *Binary) readFuncs() (map[string]Func, error) {
 		return nil, fmt.Errorf("parse .gopclntab: cannot locate runtime.text (no moduledata found, and .text does not start with Go code)")
 	}
 	return funcs, nil
+}
+
+// funcEntryCost is what one function of the table costs in memory (map
+// entry, Func, string header) besides its name: charged per function.
+const funcEntryCost = 96
+
+// maxFuncName bounds how far a function name is looked for in the name
+// table: Go's longest (generic instantiations) are a few hundred bytes;
+// an unbounded scan per function would make a table without NULs cost
+// its size squared.
+const maxFuncName = 16 << 10
+
+// funcs118 reads a Go 1.18+ table (runtime/symtab.go pcHeader, functab,
+// _func) directly: each function's entry offset and name, nothing else.
+// Its memory is the names and one map entry each, charged as it goes;
+// checkPclntab has checked that nfunc entries fit in the data.
+func (b *Binary) funcs118(data []byte, text uint64) (map[string]Func, bool, error) {
+	le := binary.LittleEndian
+	nfunc := le.Uint64(data[8:])
+	nameOff, pclnOff := le.Uint64(data[32:]), le.Uint64(data[64:])
+	if nameOff >= uint64(len(data)) {
+		return nil, false, fmt.Errorf("parse .gopclntab: name table at %#x past its %d bytes", nameOff, len(data))
+	}
+	names, ftab := data[nameOff:], data[pclnOff:]
+	funcs := make(map[string]Func, min(nfunc, 1<<16))
+	entryIsFunc := false
+	for i := uint64(0); i < nfunc; i++ {
+		if err := b.budget.tick(); err != nil {
+			return nil, false, err
+		}
+		entry := text + uint64(le.Uint32(ftab[8*i:]))
+		end := text + uint64(le.Uint32(ftab[8*i+8:]))
+		fo := uint64(le.Uint32(ftab[8*i+4:]))
+		if end < entry || fo > uint64(len(ftab))-8 {
+			return nil, false, fmt.Errorf("parse .gopclntab: corrupt function %d", i)
+		}
+		no := uint64(le.Uint32(ftab[fo+4:]))
+		if no >= uint64(len(names)) {
+			return nil, false, fmt.Errorf("parse .gopclntab: function %d's name at %#x past the table", i, no)
+		}
+		raw := names[no:min(uint64(len(names)), no+maxFuncName)]
+		n := bytes.IndexByte(raw, 0)
+		if n < 0 {
+			return nil, false, fmt.Errorf("parse .gopclntab: function %d's name does not end within %d bytes", i, maxFuncName)
+		}
+		entryIsFunc = entryIsFunc || entry == b.elf.Entry
+		// Keep the first of duplicate names; the runtime functions we probe
+		// are unique, and a deterministic choice beats a random one.
+		if _, dup := funcs[string(raw[:n])]; dup {
+			continue
+		}
+		if err := b.budget.charge(uint64(n)+funcEntryCost, "the function table"); err != nil {
+			return nil, false, err
+		}
+		name := string(raw[:n])
+		funcs[name] = Func{Name: name, Entry: entry, End: end}
+	}
+	if len(funcs) == 0 {
+		return nil, false, fmt.Errorf("parse .gopclntab: no functions (unsupported or corrupt table)")
+	}
+	return funcs, entryIsFunc, nil
+}
+
+// funcsGosym reads the tables of Go releases before 1.18 (which gopulse
+// does not trace, but names in its refusal) with debug/gosym, charged
+// beforehand for what gosym allocates per function (~2 structs, a name).
+func (b *Binary) funcsGosym(data []byte, text uint64) (map[string]Func, bool, error) {
+	nfunc := binary.LittleEndian.Uint64(data[8:])
+	if err := b.budget.charge(nfunc*4*funcEntryCost, "the function table (debug/gosym)"); err != nil {
+		return nil, false, err
+	}
+	lt := gosym.NewLineTable(data, text)
+	tab, err := gosym.NewTable(nil, lt)
+	if err != nil {
+		return nil, false, fmt.Errorf("parse .gopclntab: %w", err)
+	}
+	if len(tab.Funcs) == 0 {
+		return nil, false, fmt.Errorf("parse .gopclntab: no functions (unsupported or corrupt table)")
+	}
+	funcs := make(map[string]Func, len(tab.Funcs))
+	entryIsFunc := false
+	for i := range tab.Funcs {
+		f := &tab.Funcs[i]
+		if f.Sym == nil || f.End < f.Entry {
+			return nil, false, fmt.Errorf("parse .gopclntab: corrupt function %d", i)
+		}
+		entryIsFunc = entryIsFunc || f.Entry == b.elf.Entry
+		if _, dup := funcs[f.Sym.Name]; !dup {
+			funcs[f.Sym.Name] = Func{Name: f.Sym.Name, Entry: f.Entry, End: f.End}
+		}
+	}
+	return funcs, entryIsFunc, nil
 }
 
 // checkPclntab rejects headers whose function count does not fit the data.
@@ -108,9 +189,9 @@ func (b *Binary) findPclntab() (uint64, []byte, error) {
 		if s == nil || s.Type == elf.SHT_NOBITS {
 			continue
 		}
-		data, err := s.Data()
+		data, err := b.sectionData(s)
 		if err != nil {
-			return 0, nil, fmt.Errorf("read %s: %w", name, err)
+			return 0, nil, err
 		}
 		return s.Addr, data, nil
 	}
@@ -124,6 +205,9 @@ func (b *Binary) scanPclntab() (uint64, []byte, error) {
 		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X != 0 || p.Filesz > b.size {
 			continue
 		}
+		if err := b.budget.need(p.Filesz, "a data segment searched for .gopclntab"); err != nil {
+			return 0, nil, err
+		}
 		data := make([]byte, p.Filesz)
 		if _, err := p.ReadAt(data, 0); err != nil {
 			continue
@@ -133,6 +217,9 @@ func (b *Binary) scanPclntab() (uint64, []byte, error) {
 			binary.LittleEndian.PutUint32(pat[:], magic)
 			pat[6], pat[7] = b.Arch.quantum(), 8 // minLC, ptrSize
 			for off := 0; off+72 <= len(data); {
+				if err := b.budget.tick(); err != nil {
+					return 0, nil, err
+				}
 				i := bytes.Index(data[off:], pat[:])
 				if i < 0 {
 					break
@@ -226,16 +313,16 @@ func (b *Binary) moduledataText(pclnAddr uint64, data []byte, relocs relocs) (ui
 	// .go.module, older releases in .noptrdata.
 	for _, name := range []string{".go.module", ".noptrdata", ".data"} {
 		if s := b.elf.Section(name); s != nil && s.Type != elf.SHT_NOBITS {
-			if t, ok := scanWords(s.Addr, s, s.Size, pclnAddr, check); ok {
+			if t, ok := b.scanWords(s.Addr, s, s.Size, pclnAddr, check); ok {
 				return t, true
 			}
 		}
 	}
 	// PIE: the file holds zero and a R_*_RELATIVE relocation holds the
 	// address as its addend.
-	for _, r := range relocs {
-		if r.addend == pclnAddr {
-			if t, ok := check(r.off); ok {
+	for off, addend := range relocs {
+		if addend == pclnAddr {
+			if t, ok := check(off); ok {
 				return t, true
 			}
 		}
@@ -244,7 +331,7 @@ func (b *Binary) moduledataText(pclnAddr uint64, data []byte, relocs relocs) (ui
 	if len(b.elf.Sections) == 0 {
 		for _, p := range b.elf.Progs {
 			if p.Type == elf.PT_LOAD && p.Flags&elf.PF_W != 0 {
-				if t, ok := scanWords(p.Vaddr, p, p.Filesz, pclnAddr, check); ok {
+				if t, ok := b.scanWords(p.Vaddr, p, p.Filesz, pclnAddr, check); ok {
 					return t, true
 				}
 			}
@@ -257,11 +344,16 @@ type readerAt interface {
 	ReadAt(p []byte, off int64) (int, error)
 }
 
-func scanWords(base uint64, r readerAt, size uint64, want uint64, check func(uint64) (uint64, bool)) (uint64, bool) {
+func (b *Binary) scanWords(base uint64, r readerAt, size uint64, want uint64, check func(uint64) (uint64, bool)) (uint64, bool) {
 	const chunk = 1 << 16
 	buf := make([]byte, chunk)
 	for off := uint64(0); off < size; off += chunk {
-		n, _ := r.ReadAt(buf, int64(off))
+		// Each read is charged: a section claiming more than the budget
+		// ends the scan (and the Binary) there.
+		n, err := r.ReadAt(buf, int64(off))
+		if errors.Is(err, ErrBudget) {
+			return 0, false
+		}
 		n &^= 7
 		for i := 0; i < n; i += 8 {
 			if binary.LittleEndian.Uint64(buf[i:]) == want {
@@ -277,8 +369,12 @@ func scanWords(base uint64, r readerAt, size uint64, want uint64, check func(uin
 	return 0, false
 }
 
-type reloc struct{ off, addend uint64 }
-type relocs []reloc
+// relocs maps the link-time addresses that R_*_RELATIVE
+// relocations fill in to their addends.
+type relocs map[uint64]uint64
+
+// relocCost is what one relocation costs in the map: charged per entry.
+const relocCost = 48
 
 // relativeRelocs returns the R_X86_64_RELATIVE (R_AARCH64_RELATIVE on arm64)
 // relocations, which is how PIE binaries store pointers: zero in the file,
@@ -291,21 +387,25 @@ func (b *Binary) relativeRelocs() relocs {
 	if b.Arch == ARM64 {
 		relative = uint32(elf.R_AARCH64_RELATIVE)
 	}
-	var out relocs
+	out := relocs{}
 	for _, s := range b.elf.Sections {
 		if s.Type != elf.SHT_RELA {
 			continue
 		}
-		data, err := s.Data()
+		data, err := b.sectionData(s)
 		if err != nil {
 			continue
 		}
 		for i := 0; i+24 <= len(data); i += 24 {
-			if uint32(binary.LittleEndian.Uint64(data[i+8:])) == relative {
-				out = append(out, reloc{
-					off:    binary.LittleEndian.Uint64(data[i:]),
-					addend: binary.LittleEndian.Uint64(data[i+16:]),
-				})
+			if uint32(binary.LittleEndian.Uint64(data[i+8:])) != relative {
+				continue
+			}
+			if b.budget.charge(relocCost, "relocations") != nil {
+				return out
+			}
+			off := binary.LittleEndian.Uint64(data[i:])
+			if _, dup := out[off]; !dup {
+				out[off] = binary.LittleEndian.Uint64(data[i+16:])
 			}
 		}
 	}
@@ -324,10 +424,28 @@ func (b *Binary) readPtr(vaddr uint64, relocs relocs) (uint64, error) {
 	if v := binary.LittleEndian.Uint64(buf); v != 0 {
 		return v, nil // absolute, or RELR/REL with the addend in place
 	}
-	for _, r := range relocs {
-		if r.off == vaddr {
-			return r.addend, nil
-		}
+	if addend, ok := relocs[vaddr]; ok {
+		return addend, nil
 	}
 	return 0, errNoPtr
+}
+
+// sectionData reads a section whole, within the budget: a compressed one
+// is refused (Go writes no compressed section but DWARF, see dwarf.go, and
+// debug/elf would inflate it to whatever size its header claims).
+func (b *Binary) sectionData(s *elf.Section) ([]byte, error) {
+	if s.Flags&elf.SHF_COMPRESSED != 0 {
+		return nil, fmt.Errorf("refused: section %s is compressed (inflating to %s claimed); no Go toolchain compresses it: %w", s.Name, fmtSize(s.Size), ErrMalformed)
+	}
+	if s.Offset > b.size || s.Size > b.size-s.Offset {
+		return nil, fmt.Errorf("refused: section %s claims %s at %#x, past the end of the file: %w", s.Name, fmtSize(s.Size), s.Offset, ErrMalformed)
+	}
+	if err := b.budget.need(s.Size, "section "+s.Name); err != nil {
+		return nil, err
+	}
+	data := make([]byte, s.Size)
+	if _, err := s.ReadAt(data, 0); err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.Name, err)
+	}
+	return data, nil
 }
