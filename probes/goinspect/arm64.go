@@ -60,6 +60,11 @@ func (b *Binary) CodeARM64(f Func) (insts []InstARM64, err error) {
 	if err != nil {
 		return nil, err
 	}
+	return b.decodeARM64(f, code)
+}
+
+// decodeARM64 decodes code, f's bytes, within the budget.
+func (b *Binary) decodeARM64(f Func, code []byte) (insts []InstARM64, err error) {
 	if len(code)%4 != 0 || f.Entry%4 != 0 {
 		return nil, fmt.Errorf("%s: %s: range [%#x, %#x) is not whole 4-byte words", b.Path, f.Name, f.Entry, f.End)
 	}

@@ -36,6 +36,11 @@ func (b *Binary) Code(f Func) (insts []Inst, err error) {
 	if err != nil {
 		return nil, err
 	}
+	return b.decodeX86(f, code)
+}
+
+// decodeX86 decodes code, f's bytes, within the budget.
+func (b *Binary) decodeX86(f Func, code []byte) (insts []Inst, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			insts, err = nil, fmt.Errorf("%s: %s: x86 decoder panic: %v", b.Path, f.Name, r)
