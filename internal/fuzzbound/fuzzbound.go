@@ -86,6 +86,8 @@ type Forged struct {
 // Crafted writes one forged binary of each class into dir:
 //   - sparse-pclntab: gcload whose .gopclntab claims 512 MiB, in a sparse
 //     file that holds the claim (the binary of issue 12);
+//   - sparse-pclntab-nfunc: the same claiming 1 GiB, with a header counting
+//     64M functions (a 512 MiB function table, as far as the header says);
 //   - sparse-symtab: the same for .symtab;
 //   - compressed-pclntab: .gopclntab flagged compressed, its header
 //     claiming 4 GiB, pointing at a zlib stream of 256 MiB of zeros;
@@ -120,6 +122,12 @@ func Crafted(t testing.TB, dir string) []Forged {
 		out = append(out, Forged{Name: name, Path: p, Len: fi.Size(), SparseMiB: sparse})
 	}
 	add("sparse-pclntab", gcload, 512, func(p string) error { return forgeelf.ClaimSize(p, ".gopclntab", 512<<20) })
+	add("sparse-pclntab-nfunc", gcload, 1024, func(p string) error {
+		if err := forgeelf.ClaimSize(p, ".gopclntab", 1<<30); err != nil {
+			return err
+		}
+		return forgeelf.SetFuncCount(p, 1<<26)
+	})
 	add("sparse-symtab", gcload, 512, func(p string) error { return forgeelf.ClaimSize(p, ".symtab", 512<<20) })
 	add("compressed-pclntab", gcload, 0, func(p string) error { return forgeelf.Compress(p, ".gopclntab", 4<<30, 256<<20) })
 	add("compressed-debug-info", gcload, 0, func(p string) error { return forgeelf.Compress(p, ".debug_info", 4<<30, 256<<20) })

@@ -25,7 +25,9 @@ import (
 //   - sparse-pclntab: a 2.5 MB gcload whose .gopclntab section header
 //     claims 512 MiB, in a sparse file that holds the claim (it runs
 //     normally: the loader and the runtime never read section headers);
-//   - sparse-symtab: the same claim by .symtab;
+//   - sparse-pclntab-nfunc: the same claiming 1 GiB, its header counting
+//     64M functions (a 512 MiB function table);
+//   - sparse-symtab: the 512 MiB claim by .symtab;
 //   - compressed-pclntab, compressed-debug-info: the section flagged
 //     compressed, claiming 4 GiB, pointing at a zlib stream of 256 MiB of
 //     zeros appended to the file;
@@ -61,11 +63,11 @@ func TestForgedBinaries(t *testing.T) {
 	f := e2etest.StartFixture(t, normal, nil, "-wait", "-hold", "-workers", "4", "-iters", "60000", "-forced", "6")
 	d.WaitBinary(t, normal)
 
-	hwm0 := procStatus(t, daemon, "VmHWM:")
-	t.Logf("daemon before the forged binaries: VmHWM %d MiB, VmRSS %d MiB", hwm0>>20, procStatus(t, daemon, "VmRSS:")>>20)
+	hwm0 := binProcStatus(t, daemon, "VmHWM:")
+	t.Logf("daemon before the forged binaries: VmHWM %d MiB, VmRSS %d MiB", hwm0>>20, binProcStatus(t, daemon, "VmRSS:")>>20)
 	for _, c := range crafted {
 		t.Run(c.Name, func(t *testing.T) {
-			cpu0, hwmBefore := daemonCPU(t, daemon), procStatus(t, daemon, "VmHWM:")
+			cpu0, hwmBefore := binDaemonCPU(t, daemon), binProcStatus(t, daemon, "VmHWM:")
 			start := time.Now()
 			args := []string{"-wait"} // gcload: waits on stdin; forge: reads commands
 			if strings.Contains(c.Name, "rets") || strings.Contains(c.Name, "semas") {
@@ -74,14 +76,14 @@ func TestForgedBinaries(t *testing.T) {
 			p := e2etest.StartFixture(t, c.Path, nil, args...)
 			var verdict string
 			e2etest.WaitFor(t, 30*time.Second, "the daemon's verdict on "+c.Name, func() bool {
-				verdict = decided(t, d, c.Path, p.PID)
+				verdict = binVerdict(t, d, c.Path, p.PID)
 				return verdict != ""
 			})
 			took := time.Since(start)
 			// Let a late second parse (a family's per-process cache) run.
 			time.Sleep(300 * time.Millisecond)
-			cpu := daemonCPU(t, daemon) - cpu0
-			hwm := procStatus(t, daemon, "VmHWM:")
+			cpu := binDaemonCPU(t, daemon) - cpu0
+			hwm := binProcStatus(t, daemon, "VmHWM:")
 			t.Logf("%s: %s after %v; daemon CPU %v, VmHWM %d → %d MiB", c.Name, verdict, took.Round(time.Millisecond), cpu, hwmBefore>>20, hwm>>20)
 			if hwm-hwm0 > 128<<20 {
 				t.Errorf("daemon peak RSS grew by %d MiB (bound 128 MiB)", (hwm-hwm0)>>20)
@@ -89,7 +91,7 @@ func TestForgedBinaries(t *testing.T) {
 			if cpu > 2*time.Second {
 				t.Errorf("daemon spent %v of CPU on %s (bound 2s)", cpu, c.Name)
 			}
-			if want := wantReason[c.Name]; want != "" && !strings.Contains(verdict, want) {
+			if want := binWantReason[c.Name]; want != "" && !strings.Contains(verdict, want) {
 				t.Errorf("verdict %q, want a reason containing %q", verdict, want)
 			}
 			_ = p.Cmd.Process.Kill()
@@ -113,27 +115,28 @@ func TestForgedBinaries(t *testing.T) {
 		t.Errorf("ordinary fixture: pause total %.0f ns, runtime says %d ns", pause, f.Final.PauseNs)
 	}
 	f.Finish()
-	t.Logf("daemon after all: VmHWM %d MiB, VmRSS %d MiB; ordinary fixture: %d cycles (%d forced), exact", procStatus(t, daemon, "VmHWM:")>>20, procStatus(t, daemon, "VmRSS:")>>20, got.GCCycles, got.GCForcedCycles)
+	t.Logf("daemon after all: VmHWM %d MiB, VmRSS %d MiB; ordinary fixture: %d cycles (%d forced), exact", binProcStatus(t, daemon, "VmHWM:")>>20, binProcStatus(t, daemon, "VmRSS:")>>20, got.GCCycles, got.GCForcedCycles)
 	out, err := exec.Command("ps", "-o", "nlwp=,rss=", "-p", strconv.Itoa(daemon)).Output()
 	t.Logf("daemon threads, RSS KiB: %s %v", strings.TrimSpace(string(out)), err)
 }
 
-// wantReason is what the refusal must say, for the classes the daemon
+// binWantReason is what the refusal must say, for the classes the daemon
 // must refuse (the others it may trace: their lies are in what it does not
-// read — .symtab and DWARF, as the books are found in the code — or
+// read — the rest of a .gopclntab that claims 512 MiB, .symtab and
+// DWARF, as the books are found in the code — or
 // refuse one family: a gcMarkTermination without its mProf_Flush call; a
 // gcStart of 960 KiB is refused by the code locator, and the books are
 // then found in .symtab).
-var wantReason = map[string]string{
-	"sparse-pclntab":     "section .gopclntab claims 512.0 MiB, beyond the 64.0 MiB parse budget",
-	"compressed-pclntab": "section .gopclntab is compressed",
-	"semas-lock2":        "2048 CALL runtime.semasleep sites in runtime.lock2, cap 256 per function",
+var binWantReason = map[string]string{
+	"sparse-pclntab-nfunc": ".gopclntab function table: 512.0 MiB more would pass the 64.0 MiB parse budget",
+	"compressed-pclntab":   "section .gopclntab is compressed",
+	"semas-lock2":          "2048 CALL runtime.semasleep sites in runtime.lock2, cap 256 per function",
 }
 
-// decided returns the daemon's verdict on the binary at path run by pid:
+// binVerdict returns the daemon's verdict on the binary at path run by pid:
 // "refused: REASONS", "traced: N probes (errors: ...)", or "" while it has
 // none.
-func decided(t *testing.T, d *e2etest.Daemon, path string, pid int) string {
+func binVerdict(t *testing.T, d *e2etest.Daemon, path string, pid int) string {
 	t.Helper()
 	st, err := d.Client.Status(context.Background())
 	if err != nil {
@@ -154,8 +157,8 @@ func decided(t *testing.T, d *e2etest.Daemon, path string, pid int) string {
 	return ""
 }
 
-// procStatus returns a "kB" field of /proc/PID/status in bytes.
-func procStatus(t *testing.T, pid int, field string) int64 {
+// binProcStatus returns a "kB" field of /proc/PID/status in bytes.
+func binProcStatus(t *testing.T, pid int, field string) int64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -171,9 +174,9 @@ func procStatus(t *testing.T, pid int, field string) int64 {
 	return 0
 }
 
-// daemonCPU is the process's user+system CPU time (/proc/PID/stat, in
+// binDaemonCPU is the process's user+system CPU time (/proc/PID/stat, in
 // clock ticks of 10 ms).
-func daemonCPU(t *testing.T, pid int) time.Duration {
+func binDaemonCPU(t *testing.T, pid int) time.Duration {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

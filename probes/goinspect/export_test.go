@@ -1,6 +1,7 @@
 package goinspect
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
 )
@@ -46,13 +47,17 @@ func PclntabForTest(arch Arch, data []byte, text uint64) (map[string]Func, error
 	b := &Binary{Path: "fuzz", Arch: arch, budget: &budget{}, elf: &elf.File{}}
 	b.budget.begin()
 	defer b.budget.end()
-	if err := checkPclntab(data, arch); err != nil {
+	t, err := newPclntab(bytes.NewReader(data), uint64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPclntab(t.hdr, t.size, arch); err != nil {
 		return nil, err
 	}
 	if m := binary.LittleEndian.Uint32(data); m != magic118 && m != magic120 {
-		funcs, _, err := b.funcsGosym(data, text)
+		funcs, _, err := b.funcsGosym(t, text)
 		return funcs, err
 	}
-	funcs, _, err := b.funcs118(data, text)
+	funcs, _, err := b.funcs118(t, text)
 	return funcs, err
 }

@@ -79,6 +79,7 @@ type Binary struct {
 	elf    *elf.File
 	funcs  map[string]Func
 	budget *budget
+	raw    *fileReader // the file, reads not charged (see fileReader.free)
 	sites  int // probe sites handed out (ClaimSites), against MaxSitesPerBinary
 
 	// DWARF is parsed on first use: it is large and only needed when a
@@ -226,6 +227,7 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 		size:      uint64(fi.Size()),
 		elf:       ef,
 		budget:    g,
+		raw:       &fileReader{f: f, size: fi.Size(), budget: g, snaps: snaps, free: true},
 	}
 	for _, p := range ef.Progs {
 		if p.Type == elf.PT_INTERP {
