@@ -7,6 +7,7 @@
 package fuzzbound
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -97,52 +98,88 @@ type Forged struct {
 //   - bigrets-gcstart: forge with its 960 KiB of RETs named runtime.gcStart;
 //   - semas-lock2: forge with its 2048 sleep sites named runtime.lock2
 //     (and the function they call, runtime.semasleep).
-func Crafted(t testing.TB, dir string) []Forged {
+//
+// They are made once and kept beside the fixtures (fixturebuild.CacheDir,
+// keyed by the source binaries): inflating the zlib streams costs seconds,
+// and every fuzzing worker process asks for them. Callers must not modify
+// them.
+func Crafted(t testing.TB) []Forged {
 	t.Helper()
 	gcload := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
 	forge := Forge(t)
-	var out []Forged
-	add := func(name, src string, sparse uint16, edit func(p string) error) {
-		p := filepath.Join(dir, name)
-		if err := forgeelf.Copy(src, p); err != nil {
+	classes := []struct {
+		name   string
+		src    string
+		sparse uint16
+		edit   func(p string) error
+	}{
+		{"sparse-pclntab", gcload, 512, func(p string) error { return forgeelf.ClaimSize(p, ".gopclntab", 512<<20) }},
+		{"sparse-pclntab-nfunc", gcload, 1024, func(p string) error {
+			if err := forgeelf.ClaimSize(p, ".gopclntab", 1<<30); err != nil {
+				return err
+			}
+			return forgeelf.SetFuncCount(p, 1<<26)
+		}},
+		{"sparse-symtab", gcload, 512, func(p string) error { return forgeelf.ClaimSize(p, ".symtab", 512<<20) }},
+		{"compressed-pclntab", gcload, 0, func(p string) error { return forgeelf.Compress(p, ".gopclntab", 4<<30, 256<<20) }},
+		{"compressed-debug-info", gcload, 0, func(p string) error { return forgeelf.Compress(p, ".debug_info", 4<<30, 256<<20) }},
+		{"rets-gcmarktermination", forge, 0, func(p string) error {
+			return forgeelf.SwapNames(p, "main.rets", "runtime.gcMarkTermination")
+		}},
+		{"bigrets-gcstart", forge, 0, func(p string) error { return forgeelf.SwapNames(p, "main.bigrets", "runtime.gcStart") }},
+		{"semas-lock2", forge, 0, func(p string) error {
+			if err := forgeelf.SwapNames(p, "main.semas", "runtime.lock2"); err != nil {
+				return err
+			}
+			return forgeelf.SwapNames(p, "main.fakesleep", "runtime.semasleep")
+		}},
+	}
+	// The fixtures' names carry their toolchain and source hashes.
+	dir := filepath.Join(fixturebuild.CacheDir(), fmt.Sprintf("forged-v%d-%s-%s", craftVersion, filepath.Base(gcload), filepath.Base(forge)))
+	if _, err := os.Stat(dir); err != nil {
+		tmp, err := os.MkdirTemp(fixturebuild.CacheDir(), ".forged-*")
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer os.RemoveAll(tmp)
+		for _, c := range classes {
+			p := filepath.Join(tmp, c.name)
+			if err := forgeelf.Copy(c.src, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.edit(p); err != nil {
+				t.Fatalf("forge %s: %v", c.name, err)
+			}
+		}
+		// Another process may have won the race: its copy is as good.
+		if err := os.Rename(tmp, dir); err != nil {
+			if _, serr := os.Stat(dir); serr != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var out []Forged
+	for _, c := range classes {
+		p := filepath.Join(dir, c.name)
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := edit(p); err != nil {
-			t.Fatalf("forge %s: %v", name, err)
-		}
-		if sparse == 0 {
-			if fi, err = os.Stat(p); err != nil {
+		n := fi.Size()
+		if c.sparse > 0 {
+			src, err := os.Stat(c.src)
+			if err != nil {
 				t.Fatal(err)
 			}
+			n = src.Size()
 		}
-		out = append(out, Forged{Name: name, Path: p, Len: fi.Size(), SparseMiB: sparse})
+		out = append(out, Forged{Name: c.name, Path: p, Len: n, SparseMiB: c.sparse})
 	}
-	add("sparse-pclntab", gcload, 512, func(p string) error { return forgeelf.ClaimSize(p, ".gopclntab", 512<<20) })
-	add("sparse-pclntab-nfunc", gcload, 1024, func(p string) error {
-		if err := forgeelf.ClaimSize(p, ".gopclntab", 1<<30); err != nil {
-			return err
-		}
-		return forgeelf.SetFuncCount(p, 1<<26)
-	})
-	add("sparse-symtab", gcload, 512, func(p string) error { return forgeelf.ClaimSize(p, ".symtab", 512<<20) })
-	add("compressed-pclntab", gcload, 0, func(p string) error { return forgeelf.Compress(p, ".gopclntab", 4<<30, 256<<20) })
-	add("compressed-debug-info", gcload, 0, func(p string) error { return forgeelf.Compress(p, ".debug_info", 4<<30, 256<<20) })
-	add("rets-gcmarktermination", forge, 0, func(p string) error {
-		return forgeelf.SwapNames(p, "main.rets", "runtime.gcMarkTermination")
-	})
-	add("bigrets-gcstart", forge, 0, func(p string) error { return forgeelf.SwapNames(p, "main.bigrets", "runtime.gcStart") })
-	add("semas-lock2", forge, 0, func(p string) error {
-		if err := forgeelf.SwapNames(p, "main.semas", "runtime.lock2"); err != nil {
-			return err
-		}
-		return forgeelf.SwapNames(p, "main.fakesleep", "runtime.semasleep")
-	})
 	return out
 }
+
+// craftVersion changes when what Crafted makes changes.
+const craftVersion = 1
 
 // Bytes returns a forged binary's file content without its hole (the
 // fuzz target re-creates it from SparseMiB).

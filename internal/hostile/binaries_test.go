@@ -48,7 +48,7 @@ import (
 // are exactly the runtime's.
 func TestForgedBinaries(t *testing.T) {
 	testenv.RequireRoot(t)
-	crafted := fuzzbound.Crafted(t, t.TempDir())
+	crafted := fuzzbound.Crafted(t)
 	d := e2etest.StartDaemon(t, "--probes", "all")
 	daemon := d.Cmd.Process.Pid
 

@@ -12,7 +12,7 @@ import (
 // claims (or, for the forged functions, refused when the function is
 // decoded or its sites claimed), within the parse budget.
 func TestForgedBinaries(t *testing.T) {
-	for _, c := range fuzzbound.Crafted(t, t.TempDir()) {
+	for _, c := range fuzzbound.Crafted(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			var err error
 			fuzzbound.Within(t, c.Name, func() {

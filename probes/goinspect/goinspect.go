@@ -80,7 +80,7 @@ type Binary struct {
 	funcs  map[string]Func
 	budget *budget
 	raw    *fileReader // the file, reads not charged (see fileReader.free)
-	sites  int // probe sites handed out (ClaimSites), against MaxSitesPerBinary
+	sites  int         // probe sites handed out (ClaimSites), against MaxSitesPerBinary
 
 	// DWARF is parsed on first use: it is large and only needed when a
 	// probe wants a struct offset.
