@@ -56,8 +56,9 @@ test-hostile:
 # seeds, real and forged binaries, also run in plain go test). Each also
 # asserts goinspect's parse budget: ≤ 64 MiB allocated, ≤ 1 s of CPU.
 # The fuzzing time includes the baseline run of the seeds; minimization
-# of a new input is capped so that the time is spent fuzzing.
-FUZZTIME ?= 15s
+# of a new input is capped (10 tries) so that the time is spent fuzzing:
+# with the 60 s default, each new input of the slower targets took seconds.
+FUZZTIME ?= 20s
 FUZZ_TARGETS := \
 	./probes/goinspect:FuzzOpen ./probes/goinspect:FuzzPclntab \
 	./probes/goinspect:FuzzDecode ./probes/goinspect:FuzzVersion \
@@ -66,7 +67,7 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -count=1 -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
+		$(GO) test -count=1 -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x $$pkg; \
 	done
 
 # The suite of tools/kernels/suite on every kernel of the matrix (Debian
