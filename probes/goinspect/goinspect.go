@@ -291,7 +291,7 @@ func (b *Binary) readAt(vaddr, n uint64) ([]byte, error) {
 	if p == nil {
 		return nil, fmt.Errorf("address range %#x+%d is not in a file-backed PT_LOAD segment", vaddr, n)
 	}
-	if err := b.budget.need(n, fmt.Sprintf("%d bytes at %#x", n, vaddr)); err != nil {
+	if err := b.budget.need(n, "a read of code or data"); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, n)
