@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"unsafe"
 
 	"golang.org/x/arch/arm64/arm64asm"
 )
@@ -54,10 +55,17 @@ func (b *Binary) CodeARM64(f Func) (insts []InstARM64, err error) {
 	if b.Arch != ARM64 {
 		return nil, fmt.Errorf("%s: %s: arm64 decoding of an %s binary: %w", b.Path, f.Name, b.Arch, ErrArchUnsupported)
 	}
+	b.budget.begin()
+	defer b.budget.end()
 	code, err := b.funcBytes(f)
 	if err != nil {
 		return nil, err
 	}
+	return b.decodeARM64(f, code)
+}
+
+// decodeARM64 decodes code, f's bytes, within the budget.
+func (b *Binary) decodeARM64(f Func, code []byte) (insts []InstARM64, err error) {
 	if len(code)%4 != 0 || f.Entry%4 != 0 {
 		return nil, fmt.Errorf("%s: %s: range [%#x, %#x) is not whole 4-byte words", b.Path, f.Name, f.Entry, f.End)
 	}
@@ -66,9 +74,16 @@ func (b *Binary) CodeARM64(f Func) (insts []InstARM64, err error) {
 			insts, err = nil, fmt.Errorf("%s: %s: arm64 decoder panic: %v", b.Path, f.Name, r)
 		}
 	}()
+	// literalWords decodes each word once more: bounded by maxFuncSize.
 	data := literalWords(f.Entry, code)
+	if err := b.budget.charge(uint64(len(code)/4)*uint64(unsafe.Sizeof(InstARM64{})), "decoding "+f.Name); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+	}
 	insts = make([]InstARM64, 0, len(code)/4)
 	for off := 0; off < len(code); off += 4 {
+		if err := b.budget.tick(); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+		}
 		if data[f.Entry+uint64(off)] {
 			insts = append(insts, InstARM64{Addr: f.Entry + uint64(off), Data: true})
 			continue

@@ -170,6 +170,10 @@ func SleepSites(b *goinspect.Binary, fn goinspect.Func, _ probes.Facts) ([]probe
 	if len(sites) == 0 {
 		return nil, fmt.Errorf("%s: %s: %w", b.Path, fn.Name, errNoSite)
 	}
+	// Each is a uprobe: a forged lock2 of thousands of them is refused.
+	if err := b.ClaimSites(fn, len(sites), "CALL runtime.semasleep"); err != nil {
+		return nil, err
+	}
 	return sites, nil
 }
 
