@@ -416,6 +416,11 @@ func (t *Tracer) inspected(r inspectResult) {
 	log := t.log.With("exe", j.o.name)
 	if r.err != nil {
 		switch {
+		case errors.Is(r.err, goinspect.ErrMalformed) && r.info == nil:
+			// A forged file (past the parse budget, impossible headers)
+			// is shown with its reason, as a layout that does not check out.
+			log.Warn("cannot inspect binary", "err", r.err)
+			t.refuse(api.BinaryStatus{Path: j.o.name, Errors: []string{r.err.Error()}})
 		case errors.Is(r.err, goinspect.ErrNotGo), errors.Is(r.err, goinspect.ErrNotELF):
 		case r.info == nil:
 			log.Warn("cannot inspect binary", "err", r.err)
