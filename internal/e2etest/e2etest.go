@@ -259,7 +259,7 @@ func StartDaemonEnv(t testing.TB, env []string, args ...string) *Daemon {
 	// The API answers before the families are loaded and the running
 	// processes attached: wait for ready, or a test's first process could
 	// run before the probes are there.
-	WaitFor(t, 20*time.Second, "gopulsed to be ready", func() bool {
+	WaitFor(t, 60*time.Second, "gopulsed to be ready", func() bool {
 		st, err := d.Client.Status(context.Background())
 		return err == nil && st.Ready
 	})
