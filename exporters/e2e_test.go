@@ -359,8 +359,13 @@ func TestE2EOTLPCollectorHostileName(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2etest.WarmUp(t, d, bin)
-	e2etest.WarmUp(t, d, hostile)
-	bad := e2etest.StartFixture(t, hostile, nil, "-gcloop", "3", "-hold")
+	// Its status line shows the cleaned name: wait for the process.
+	bad := e2etest.StartFixture(t, hostile, nil, "-wait", "-gcloop", "3", "-hold")
+	e2etest.WaitFor(t, 30*time.Second, "the hostile-named process to be traced", func() bool {
+		_, ok := d.Process(t, bad.PID)
+		return ok
+	})
+	bad.Proceed()
 	bad.Expect("final")
 	good := e2etest.StartFixture(t, bin, nil, "-gcloop", "4", "-hold")
 	good.Expect("final")
