@@ -40,16 +40,18 @@ func main() {
 		fixtures = flag.String("fixtures", "/fixtures", "directory of fixture binaries named PROGRAM-TOOLCHAIN")
 		workdir  = flag.String("workdir", "", "directory for the socket and logs (default: a new temporary one)")
 		timeout  = flag.Duration("timeout", 4*time.Minute, "give up after this long")
+		version  = flag.String("want-version", "", "the version the daemon must report (the package's, when its binaries are the ones run)")
 	)
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	s := &suite{daemonBin: *daemon, cliBin: *cli, fixtures: *fixtures, start: time.Now()}
+	s := &suite{daemonBin: *daemon, cliBin: *cli, fixtures: *fixtures, wantVersion: *version, start: time.Now()}
 	os.Exit(s.run(ctx, *workdir))
 }
 
 type suite struct {
 	daemonBin, cliBin, fixtures string
+	wantVersion                 string
 	start                       time.Time
 	socket                      string
 	client                      *api.Client
@@ -185,6 +187,13 @@ func (s *suite) startDaemon(ctx context.Context, logPath string) (stop func() er
 		return nil, err
 	}
 	s.check("daemon", nil, "ready in %.1fs", time.Since(t0).Seconds())
+	if s.wantVersion != "" {
+		st, err := s.client.Status(ctx)
+		if err == nil && st.Version != s.wantVersion {
+			err = fmt.Errorf("gopulsed reports version %q", st.Version)
+		}
+		s.check("daemon-version", err, "want %s", s.wantVersion)
+	}
 	return stop, nil
 }
 
