@@ -320,15 +320,24 @@ func (s *suite) process(ctx context.Context, pid int) (api.Process, bool) {
 	return api.Process{}, false
 }
 
-// tracked waits until the daemon lists pid with its binary probed.
+// tracked waits until the daemon lists pid with its binary probed. A
+// binary the daemon refused is an error at once, with the daemon's reasons
+// (on arm64 before its facts rows: "facts table for arm64: not written
+// yet").
 func (s *suite) tracked(ctx context.Context, f *fixture) error {
-	return waitFor(ctx, 30*time.Second, fmt.Sprintf("pid %d to be traced", f.pid), func() bool {
-		_, ok := s.process(ctx, f.pid)
-		if !ok {
-			return false
-		}
+	var refused error
+	err := waitFor(ctx, 30*time.Second, fmt.Sprintf("pid %d to be traced", f.pid), func() bool {
 		st, err := s.client.Status(ctx)
 		if err != nil {
+			return false
+		}
+		for _, b := range st.Refused {
+			if strings.TrimSuffix(b.Path, " (deleted)") == f.cmd.Path {
+				refused = fmt.Errorf("binary refused: %s", strings.Join(b.Errors, "; "))
+				return true
+			}
+		}
+		if _, ok := s.process(ctx, f.pid); !ok {
 			return false
 		}
 		for _, b := range st.Binaries {
@@ -338,6 +347,10 @@ func (s *suite) tracked(ctx context.Context, f *fixture) error {
 		}
 		return false
 	})
+	if refused != nil {
+		return refused
+	}
+	return err
 }
 
 func (s *suite) binaryErrors(ctx context.Context, path string) []string {
