@@ -40,7 +40,6 @@ func TestX86LocatorsRefuseARM64(t *testing.T) {
 		"mheaplock.SpinbitLock":     func() error { _, err := mheaplock.SpinbitLock(b); return err },
 		"mheaplock.SleepSites":      func() error { _, err := mheaplock.SleepSites(b, lock2, f); return err },
 		"rtstate.Locate (stripped)": func() error { _, err := rtstate.Locate(b, f); return err },
-		"probes.FactsFor":           func() error { _, err := probes.FactsFor(b); return err },
 	} {
 		if err := call(); !errors.Is(err, goinspect.ErrArchUnsupported) {
 			t.Errorf("%s on %s: err = %v, want ErrArchUnsupported", name, s.Name, err)

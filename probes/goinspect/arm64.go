@@ -20,7 +20,8 @@ type InstARM64 struct {
 	// LSE is set for an ARMv8.1 atomic (CAS*, SWP*, LD<op>*), which the Go
 	// runtime's atomics use and arm64asm v0.33 does not decode (go tool
 	// objdump prints "?" too). Recognised by their architectural fixed
-	// bits (isLSE); none of them branches or returns. Op is then zero.
+	// bits (isLSE); none of them branches or returns. Op is then zero and
+	// Enc the word.
 	LSE bool
 	// Data is set for a word of a literal pool: the target of a PC-relative
 	// load (LDR/LDRSW literal) of this function. The Go assembler puts
@@ -79,7 +80,8 @@ func (b *Binary) CodeARM64(f Func) (insts []InstARM64, err error) {
 		}
 		inst, err := arm64asm.Decode(word)
 		if err != nil && isLSE(binary.LittleEndian.Uint32(word)) {
-			insts = append(insts, InstARM64{Addr: f.Entry + uint64(off), LSE: true})
+			// Enc keeps the word: its registers are in fixed fields.
+			insts = append(insts, InstARM64{Addr: f.Entry + uint64(off), LSE: true, Inst: arm64asm.Inst{Enc: binary.LittleEndian.Uint32(word)}})
 			continue
 		}
 		if err != nil {
