@@ -157,16 +157,6 @@ func literalSize(in arm64asm.Inst) int64 {
 	return 0
 }
 
-// RequireAMD64 fails with ErrArchUnsupported unless b is an amd64 binary:
-// locators that pattern-match x86 code (what names them) call it first, so
-// that an arm64 binary gets a clear refusal instead of a misdecoding.
-func (b *Binary) RequireAMD64(what string) error {
-	if b.Arch != AMD64 {
-		return fmt.Errorf("%s: %s reads x86 code, not supported on %s yet: %w", b.Path, what, b.Arch, ErrArchUnsupported)
-	}
-	return nil
-}
-
 // HostArch is the architecture this program runs on.
 func HostArch() Arch { return Arch(runtime.GOARCH) }
 

@@ -315,3 +315,25 @@ func CmpImmsARM64(code []InstARM64) map[int64]bool {
 	}
 	return out
 }
+
+// WritesRegARM64 reports whether in may write general register n (0-30):
+// conservatively, every register operand of an instruction that is not a
+// store, compare or test, a written-back base, an exclusive store's
+// status, an LSE atomic's Rs and Rt, any call; an undecoded word is
+// assumed to write every register.
+func WritesRegARM64(in InstARM64, n int) bool {
+	if in.Data || in.UDF {
+		return true
+	}
+	if in.LSE {
+		return int(in.Enc>>16&31) == n || int(in.Enc&31) == n
+	}
+	switch in.Op {
+	case arm64asm.BL, arm64asm.BLR:
+		return true
+	}
+	var known [32]uint64
+	known[n] = 1
+	forgetWritten(&known, in)
+	return known[n] == 0
+}
