@@ -15,8 +15,9 @@
  *    sleeps on the M's own semaphore (semasleep), so the futex address says
  *    nothing. A uprobe on lock2's `CALL runtime.semasleep` instruction (found
  *    by disassembly; taken only when the thread is about to sleep) reads
- *    the lock address from the register the preceding CMPXCHG used and
- *    marks the thread; its next futex sleep on a negative semaphore value
+ *    the lock address from the register the preceding CMPXCHG used (on
+ *    arm64, where no register holds it there, from lock2's argument spill
+ *    slot on the stack) and marks the thread; its next futex sleep on a negative semaphore value
  *    (semasleep's; notes wait for 0) within MARK_TTL_NS is the lock wait.
  *
  * Wait time is the futex sleep (spinning and the final re-acquisition are

@@ -3,6 +3,7 @@ package probes_test
 import (
 	"debug/dwarf"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -318,5 +319,27 @@ func TestFactsForVersions(t *testing.T) {
 				t.Errorf("WorldStopABI = %v, want %v", f.WorldStopABI, c.worldStop)
 			}
 		})
+	}
+}
+
+// ForArch gives amd64 and arm64 binaries their architecture's books (the
+// same before Go 1.21, when arm64's cache-line padding grew to 128 bytes)
+// and refuses any other architecture.
+func TestFactsForArch(t *testing.T) {
+	for _, row := range probes.FactsTable() {
+		amd, err := row.ForArch(goinspect.AMD64)
+		if err != nil || amd.Books != row.Books || amd.Arch != goinspect.AMD64 {
+			t.Errorf("go1.%d amd64: %+v, %v", row.Minor, amd.Books, err)
+		}
+		arm, err := row.ForArch(goinspect.ARM64)
+		if err != nil || arm.Books != row.ARM64Books || arm.Arch != goinspect.ARM64 {
+			t.Errorf("go1.%d arm64: %+v, %v", row.Minor, arm.Books, err)
+		}
+		if same := row.Books == row.ARM64Books; same != (row.Minor < 21) {
+			t.Errorf("go1.%d: arm64 books equal amd64's = %v", row.Minor, same)
+		}
+		if _, err := row.ForArch("riscv64"); !errors.Is(err, goinspect.ErrArchUnsupported) {
+			t.Errorf("go1.%d riscv64: err = %v, want ErrArchUnsupported", row.Minor, err)
+		}
 	}
 }

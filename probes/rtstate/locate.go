@@ -95,18 +95,21 @@ func FromSymtab(b *goinspect.Binary) (Addrs, error) {
 }
 
 // LocateInCode finds the books without .symtab, from the code of runtime
-// functions present in every binary (Go 1.19-1.27):
+// functions present in every binary (Go 1.19-1.27), amd64 or arm64:
 //   - work, memstats, gcController: gcMarkTermination and gcStart address
-//     their fields RIP-relative; each struct's base is the address that
+//     their fields RIP-relative (amd64) or ADRP-based (arm64, resolved by
+//     goinspect.GlobalRefsARM64; an ADD'ed address counts as a LEA); each
+//     struct's base is the address that
 //     most distinct known fields agree on (at least 3 for work and
 //     memstats, 2 for gcController, whose receiver LEA counts), and it
 //     must be the only one with that many;
 //   - sched: from sched.timeToRun, located in casgstatus (probes/sched);
-//   - allp: the one 16-byte slice header (ptr, len) gcStart loads that is
-//     in none of the structures above (gcStart ranges over allp);
+//   - allp: the one 16-byte slice header (ptr, len) gcStart loads, never
+//     stores, that is in none of the structures above (gcStart ranges over
+//     allp);
 //   - allglen: allgadd's atomic store of len(allgs) (an XCHG into the
-//     LEA'd address of a value loaded from allgs+8, allgs being the one
-//     slice header it appends to).
+//     LEA'd address, or an STLR to the ADRP+ADD'ed one, of a value loaded
+//     from allgs+8, allgs being the one slice header it appends to).
 func LocateInCode(b *goinspect.Binary, f probes.Facts) (Addrs, error) {
 	if b.Arch != goinspect.AMD64 && b.Arch != goinspect.ARM64 {
 		return Addrs{}, fmt.Errorf("%s: rtstate.LocateInCode: %s code: %w", b.Path, b.Arch, goinspect.ErrArchUnsupported)
