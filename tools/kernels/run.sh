@@ -34,9 +34,10 @@ entry_arch() { # matrix entry -> its architecture
 	case $k in */*) echo "${k#*/}" ;; host) go env GOHOSTARCH ;; *) echo amd64 ;; esac
 }
 
-# 1. One initramfs per architecture of the matrix: static binaries (the
-#    daemon, the CLI, the suite, and the fixtures built with each toolchain
-#    the product supports), busybox, and an init that mounts what the daemon
+# 1. One initramfs per architecture of the matrix: binaries that need no
+#    library (the daemon, the CLI, the suite, and the fixtures built with
+#    each toolchain the product supports; on arm64 the daemon and the CLI
+#    are the package's), busybox, and an init that mounts what the daemon
 #    needs, runs the suite and powers off.
 build_root() { # arch: fills $out/root-ARCH, writes $out/initramfs-ARCH.gz
 	local arch=$1 root="$out/root-$1" want_version=""
