@@ -71,8 +71,10 @@ fuzz:
 	done
 
 # The suite of tools/kernels/suite on every kernel of the matrix (Debian
-# 11's 5.10, 12's 6.1, 13's 6.12 under QEMU, and the host's own); see
-# tools/kernels/run.sh. Needs root, qemu-system-x86, busybox-static, cpio.
+# 11's 5.10, 12's 6.1, 13's 6.12 under QEMU, Debian 12's arm64 6.1 under
+# qemu-system-aarch64 running the binaries of make deb ARCH=arm64, and the
+# host's own); see tools/kernels/run.sh. Needs root, qemu-system-x86,
+# qemu-system-arm, busybox-static, cpio, binutils.
 test-kernels:
 	tools/kernels/run.sh
 
