@@ -50,6 +50,8 @@ probes: all
 history: 500
 max_pids: 100
 max_binaries: 10
+max_pids_per_user: 30
+max_binaries_per_user: 5
 forget_after: 90s
 proc: /host/proc
 log:
@@ -83,6 +85,7 @@ func TestGoodFile(t *testing.T) {
 	want.History = 500
 	want.MaxPIDs = 100
 	want.MaxBinaries = 10
+	want.MaxPIDsPerUser, want.MaxBinariesPerUser = 30, 5
 	want.ForgetAfter = 90 * time.Second
 	want.ProcRoot = "/host/proc"
 	want.LogLevel = "debug"
