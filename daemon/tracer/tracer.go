@@ -400,6 +400,7 @@ func (t *Tracer) inspected(r inspectResult) {
 	if j.stale {
 		// Written to while inspected: what was attached may sit on old
 		// bytes. Inspect again what the file holds now.
+		t.log.Info("binary modified while inspected: inspecting it again", "exe", j.o.name)
 		if r.bin != nil {
 			t.mods.remove(id)
 			t.att.Detach(id)
