@@ -14,6 +14,8 @@ enum gc_contract {
 	GC_WINDOWS = 4,
 	GC_WINDOW_MAX = 256,
 	GC_MAX_LAYOUTS = 8192,
+	/* The ring's size as compiled; the loader sizes it from --max-pids
+	 * (probes.Env.RingBytes). */
 	GC_RING_BYTES = 1 << 21,
 };
 

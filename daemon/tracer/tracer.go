@@ -37,6 +37,7 @@ type Config struct {
 	ProcRoot    string // normally /proc
 	Families    []string
 	MaxBinaries int           // binaries probed at once
+	MaxPIDs     int           // processes traced at once: sizes the kernel-side maps
 	SweepEvery  time.Duration // how often exited processes are checked
 }
 
@@ -247,6 +248,11 @@ func (t *Tracer) scan() {
 }
 
 func (t *Tracer) exec(ev discovery.Event) {
+	// A traced PID that runs a new program (an exec, or a reused PID's
+	// first exec) is a new process for us: its figures start afresh, as
+	// the kernel side's did at the exec (bpf/*.bpf.c sched_process_exec),
+	// and nothing of the previous program is shown as its.
+	t.agg.NewProgram(ev.PID)
 	if !t.track(ev.PID, &ev) {
 		// A traced PID that exec'd a program we do not trace is gone for
 		// us; a no-op for the usual untraced process.
@@ -544,6 +550,16 @@ func (t *Tracer) Status() api.Status {
 	for _, l := range t.families() {
 		f := api.FamilyStatus{Name: l.name, Events: l.events.Load(), KernelFallbacks: l.fallbacks}
 		f.LostEvents, _ = l.f.Lost()
+		if sh, ok := l.f.(sharer); ok {
+			f.RingBytes, f.RingSharePerSecond, f.RingShareBurst = sh.RingSize()
+			shares, _ := sh.Shares()
+			for _, u := range shares {
+				f.UIDShares = append(f.UIDShares, api.UIDShare{UID: int64(u.UID), Sent: u.Sent, Dropped: u.Dropped})
+				if u.UID == probes.ShareOther {
+					f.UIDShares[len(f.UIDShares)-1].UID = -1
+				}
+			}
+		}
 		l.costStatus(&f, s.TrapCostNs)
 		if l.name == gc.Name && f.Events+f.LostEvents > 0 {
 			f.UprobeHitsPerGCCycle = float64(f.UprobeHits) / float64(f.Events+f.LostEvents)

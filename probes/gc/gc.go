@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/arch/arm64/arm64asm"
@@ -65,6 +66,8 @@ type Family struct {
 	// cookies: the kernel has BPF attach cookies; else the program reads
 	// its layout key from objs.GpCookies (bpf/cookie.h).
 	cookies bool
+	// ringBytes is gc_events' size, set from --max-pids at load.
+	ringBytes uint32
 }
 
 // bin is what the family learns of a binary once.
@@ -75,6 +78,15 @@ type bin struct {
 
 // maxReaders bounds the processes whose books are read.
 const maxReaders = 16384
+
+// RecordBytes is the size of one cycle's record in the ring (the kernel
+// adds an 8-byte header).
+const RecordBytes = uint32(unsafe.Sizeof(gcGcRecord{}))
+
+// RingBytes is the GC ring's size for a configuration: 1 KiB per process
+// of --max-pids (a record each, about), at least 1 MiB, at most 64 MiB;
+// 4 MiB at the default 4096.
+func RingBytes(env probes.Env) uint32 { return env.RingBytes(1024, 1<<20, 1<<26) }
 
 // New loads the GC program into the kernel, for the host's /proc.
 func New() (*Family, error) { return Load(probes.Env{}) }
@@ -92,8 +104,19 @@ func Load(env probes.Env) (*Family, error) {
 	if f.cookies, err = probes.SetCookieMode(spec); err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
+	f.ringBytes = RingBytes(env)
+	if err := probes.SetMaxEntries(spec, map[string]uint32{"gc_events": f.ringBytes}); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	if err := probes.SetShares(spec, f.ringBytes, RecordBytes); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
+	}
+	if err := probes.InitShares(f.objs.GcShares); err != nil {
+		f.objs.Close()
+		return nil, fmt.Errorf("gc: %w", err)
 	}
 	ring, err := probes.NewRing[gcGcRecord](Name, f.objs.GcEvents)
 	if err != nil {
@@ -508,10 +531,24 @@ func (f *Family) Drain(ctx context.Context) error {
 // Backlog reports the ring buffer's unread bytes and the events read.
 func (f *Family) Backlog() (pending int, consumed uint64) { return f.ring.Backlog() }
 
-// Lost is the number of cycle records the ring buffer had no room for
-// (the cycles themselves are still counted: totals are the runtime's).
+// Lost is the number of cycle records lost: the ring buffer had no room
+// for them, or their UID was over its share of the ring (Shares). The
+// cycles themselves are still counted: totals are the runtime's.
 func (f *Family) Lost() (uint64, error) {
-	return probes.SumPerCPU(f.objs.GcLost)
+	full, err := probes.SumPerCPU(f.objs.GcLost)
+	over, err2 := probes.SharesDropped(f.objs.GcShares)
+	return full + over, errors.Join(err, err2)
+}
+
+// Shares reports each UID's records let through and refused over its
+// share of the ring.
+func (f *Family) Shares() ([]probes.Share, error) { return probes.ReadShares(f.objs.GcShares) }
+
+// RingSize is the ring's size in bytes and the records per second and
+// burst each UID may put in it.
+func (f *Family) RingSize() (bytes uint32, perSecond, burst uint64) {
+	perSecond, burst = probes.ShareRate(f.ringBytes, RecordBytes)
+	return f.ringBytes, perSecond, burst
 }
 
 // Close stops the reader and unloads the program; attached probes must

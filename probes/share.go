@@ -1,0 +1,123 @@
+package probes
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Per-UID shares of a ring buffer (bpf/share.h). Each UID's records pass
+// a token bucket before they are reserved in the ring: sustained, half
+// the ring's records per second; at once, an eighth of the ring (the
+// size that wakes the reader, submit_batched). So one user alone holds at
+// most ~1/8 of the ring while the reader keeps up (it is woken at 1/8),
+// and 5/8 of it if the reader stalls for a whole poll period (1 s):
+// another user's records still find room. Measured on the test VM (2
+// CPUs, loaded): a tight runtime.GC() loop runs 870-4000 cycles/s, one
+// 1064-byte record each, up to ~4 MB/s; a 1 MiB GC ring (--max-pids ≤
+// 1024) lets one UID 492 records/s, a 4 MiB one (the default 4096) 1970.
+// A UID over its share loses per-cycle records only: the GC totals are
+// the runtime's own and the madvise totals are counted before the share
+// is asked, so both stay exact.
+
+// shareUIDOther is bpf/share.h's SHARE_UID_OTHER: the bucket of the UIDs
+// beyond SHARE_MAX_UIDS.
+const shareUIDOther = ^uint32(0)
+
+// ShareOther is the UID reported for the bucket shared by the UIDs beyond
+// the map's capacity.
+const ShareOther = shareUIDOther
+
+// SetShares sets a collection's ring share and wakeup threshold for a ring
+// of ringBytes holding records of recordBytes (the kernel adds an 8-byte
+// header to each). Before load.
+func SetShares(spec *ebpf.CollectionSpec, ringBytes, recordBytes uint32) error {
+	per := uint64(recordBytes+8+7) &^ 7
+	records := uint64(ringBytes) / per
+	rate := max(records/2, 1) // records per second per UID
+	interval := uint64(time.Second) / rate
+	burst := max(records/8, 1)
+	for name, v := range map[string]uint64{
+		"gp_share_interval_ns": interval,
+		// GCRA: a record passes when the bucket's time is at most this
+		// far ahead, i.e. burst records at once.
+		"gp_share_burst_ns": (burst - 1) * interval,
+		"gp_wake_bytes":     uint64(ringBytes) / 8,
+	} {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("collection has no %s constant (bpf/share.h)", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// ShareRate is the records per second and the burst SetShares gives each
+// UID of a ring (status, README).
+func ShareRate(ringBytes, recordBytes uint32) (perSecond, burst uint64) {
+	per := uint64(recordBytes+8+7) &^ 7
+	records := uint64(ringBytes) / per
+	return max(records/2, 1), max(records/8, 1)
+}
+
+// Share is one UID's records through a ring: let through, and refused
+// over its share.
+type Share struct {
+	UID     uint32
+	Sent    uint64
+	Dropped uint64
+}
+
+// shareValue is bpf/share.h's struct gp_share (checked against each
+// family's bpf2go type by its contract test).
+type shareValue struct {
+	Tat     uint64
+	Sent    uint64
+	Dropped uint64
+}
+
+// InitShares creates the bucket shared by the UIDs beyond the map's
+// capacity, so that a full map never refuses it. After load.
+func InitShares(m *ebpf.Map) error {
+	if err := m.Update(shareUIDOther, &shareValue{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("create the shared bucket of %s: %w", m.String(), err)
+	}
+	return nil
+}
+
+// ReadShares returns every UID's share, by UID.
+func ReadShares(m *ebpf.Map) ([]Share, error) {
+	var (
+		uid uint32
+		v   shareValue
+		out []Share
+	)
+	it := m.Iterate()
+	for it.Next(&uid, &v) {
+		if v.Sent == 0 && v.Dropped == 0 {
+			continue
+		}
+		out = append(out, Share{UID: uid, Sent: v.Sent, Dropped: v.Dropped})
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return out, fmt.Errorf("read %s: %w", m.String(), err)
+	}
+	slices.SortFunc(out, func(a, b Share) int { return int(int64(a.UID) - int64(b.UID)) })
+	return out, nil
+}
+
+// SharesDropped sums the records refused over their UID's share.
+func SharesDropped(m *ebpf.Map) (uint64, error) {
+	s, err := ReadShares(m)
+	var n uint64
+	for _, v := range s {
+		n += v.Dropped
+	}
+	return n, err
+}
