@@ -46,6 +46,8 @@ test: check-generate
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
 	$(MAKE) test-kernels
 
+test-hostile: ; $(GO) test -count=1 -p 1 ./internal/hostile/
+
 # The suite of tools/kernels/suite on every kernel of the matrix (Debian
 # 11's 5.10, 12's 6.1, 13's 6.12 under QEMU, and the host's own); see
 # tools/kernels/run.sh. Needs root, qemu-system-x86, busybox-static, cpio.
