@@ -170,4 +170,3 @@ func pidReuseStat(t *testing.T, pid int) []string {
 	s := string(b)
 	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 }
-
