@@ -72,7 +72,7 @@ int gc_cycle(struct pt_regs *ctx)
 	}
 	__u64 bias = ip - l->site;
 	__u64 now = bpf_ktime_get_ns();
-	if (!share_take(&gc_shares, now))
+	if (!share_take(&gc_shares, &gc_events, now))
 		return 0;
 	struct gc_record *r = bpf_ringbuf_reserve(&gc_events, sizeof(*r), 0);
 	if (!r) {

@@ -121,7 +121,7 @@ int madv_exit(struct trace_event_raw_sys_exit *ctx)
 		__sync_fetch_and_add(&t->bytes[slot], a.len);
 	}
 	__u64 now = bpf_ktime_get_ns();
-	if (!share_take(&madv_shares, now))
+	if (!share_take(&madv_shares, &madv_events, now))
 		return 0;
 	struct madv_event *e = bpf_ringbuf_reserve(&madv_events, sizeof(*e), 0);
 	if (!e) {

@@ -25,9 +25,10 @@ enum share_contract {
 #pragma clang diagnostic error "-Wpadded"
 
 /* One UID's bucket, as GCRA (a token bucket kept as one timestamp): tat is
- * when the bucket will be full again; a record is let through when tat is
- * at most gp_share_burst_ns ahead of now, and moves it gp_share_interval_ns
- * on. */
+ * when the bucket will be full again; every record moves it
+ * gp_share_interval_ns on (never more than a burst and a record ahead of
+ * now). While the ring is under pressure, a record is refused when tat is
+ * more than gp_share_burst_ns ahead of now. */
 struct gp_share {
 	__u64 tat;
 	__u64 sent;    /* records let through */
@@ -55,14 +56,23 @@ volatile const __u64 gp_wake_bytes = 1 << 17;
 	} name SEC(".maps")
 
 /* share_take reports whether the current task's UID may put one more
- * record in the ring, counting the record as sent or dropped for it.
+ * record in ring, counting the record as sent or dropped for it.
+ *
+ * Work-conserving: shares are enforced only while the ring is under
+ * pressure — gp_wake_bytes (an eighth of it) or more waiting to be read,
+ * that is the reader woken and not done yet (starved of CPU, or slower
+ * than the flood). Until then every record passes, a legitimate burst
+ * (debug.FreeOSMemory of a large heap: hundreds of madvise calls at once)
+ * included, but is still charged to its UID: a UID that has been
+ * flooding is refused first when the pressure comes, one that has been
+ * quiet still has its whole burst.
  *
  * Buckets are updated without a lock (tracing programs cannot take a
  * bpf_spin_lock on every kernel the daemon supports, nor compare-and-swap
  * on 5.10): two CPUs of the same UID racing may both pass on one token, so
  * a UID can exceed its share by at most one record per CPU per race; the
  * counters themselves are atomic. */
-static __always_inline bool share_take(void *shares, __u64 now)
+static __always_inline bool share_take(void *shares, void *ring, __u64 now)
 {
 	if (!gp_share_interval_ns)
 		return true;
@@ -82,11 +92,14 @@ static __always_inline bool share_take(void *shares, __u64 now)
 	__u64 tat = s->tat;
 	if (tat < now)
 		tat = now;
-	if (tat - now > gp_share_burst_ns) {
+	if (tat - now > gp_share_burst_ns && bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= gp_wake_bytes) {
 		__sync_fetch_and_add(&s->dropped, 1);
 		return false;
 	}
-	s->tat = tat + gp_share_interval_ns;
+	tat += gp_share_interval_ns;
+	if (tat - now > gp_share_burst_ns + gp_share_interval_ns)
+		tat = now + gp_share_burst_ns + gp_share_interval_ns;
+	s->tat = tat;
 	__sync_fetch_and_add(&s->sent, 1);
 	return true;
 }

@@ -9,19 +9,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Per-UID shares of a ring buffer (bpf/share.h). Each UID's records pass
-// a token bucket before they are reserved in the ring: sustained, half
-// the ring's records per second; at once, an eighth of the ring (the
-// size that wakes the reader, submit_batched). So one user alone holds at
-// most ~1/8 of the ring while the reader keeps up (it is woken at 1/8),
-// and 5/8 of it if the reader stalls for a whole poll period (1 s):
-// another user's records still find room. Measured on the test VM (2
-// CPUs, loaded): a tight runtime.GC() loop runs 870-4000 cycles/s, one
-// 1064-byte record each, up to ~4 MB/s; a 1 MiB GC ring (--max-pids ≤
-// 1024) lets one UID 492 records/s, a 4 MiB one (the default 4096) 1970.
-// A UID over its share loses per-cycle records only: the GC totals are
-// the runtime's own and the madvise totals are counted before the share
-// is asked, so both stay exact.
+// Per-UID shares of a ring buffer (bpf/share.h). Each UID's records are
+// charged to a token bucket before they are reserved in the ring; while
+// the ring is under pressure (an eighth of it waiting to be read: the
+// reader was woken and has not caught up), a UID over its bucket is
+// refused. Bucket: an eighth of the ring's records at once, the same
+// again each second. So when the reader stalls for T seconds, one
+// flooding user holds at most (1+T)/8 of the ring, which leaves room for
+// the others for stalls up to several seconds (5 s: 3/4); while the reader
+// keeps up, nothing is refused at all, whatever the rate. Measured on the
+// test VM (2 CPUs shared with other builds, load 20-45): a tight
+// runtime.GC() loop runs 80-900 cycles/s, one 1064-byte record each
+// (the ring holds 985 of them at 1 MiB, 3942 at 4 MiB); decoding one
+// record costs the reader ~85 µs at that load (encoding/binary). A UID
+// over its share loses per-cycle records only: the GC totals are the
+// runtime's own and the madvise totals are counted before the share is
+// asked, so both stay exact.
 
 // shareUIDOther is bpf/share.h's SHARE_UID_OTHER: the bucket of the UIDs
 // beyond SHARE_MAX_UIDS.
@@ -35,15 +38,12 @@ const ShareOther = shareUIDOther
 // of ringBytes holding records of recordBytes (the kernel adds an 8-byte
 // header to each). Before load.
 func SetShares(spec *ebpf.CollectionSpec, ringBytes, recordBytes uint32) error {
-	per := uint64(recordBytes+8+7) &^ 7
-	records := uint64(ringBytes) / per
-	rate := max(records/2, 1) // records per second per UID
+	rate, burst := ShareRate(ringBytes, recordBytes)
 	interval := uint64(time.Second) / rate
-	burst := max(records/8, 1)
 	for name, v := range map[string]uint64{
 		"gp_share_interval_ns": interval,
-		// GCRA: a record passes when the bucket's time is at most this
-		// far ahead, i.e. burst records at once.
+		// GCRA: under pressure, a record passes when the bucket's time
+		// is at most this far ahead, i.e. burst records at once.
 		"gp_share_burst_ns": (burst - 1) * interval,
 		"gp_wake_bytes":     uint64(ringBytes) / 8,
 	} {
@@ -63,7 +63,7 @@ func SetShares(spec *ebpf.CollectionSpec, ringBytes, recordBytes uint32) error {
 func ShareRate(ringBytes, recordBytes uint32) (perSecond, burst uint64) {
 	per := uint64(recordBytes+8+7) &^ 7
 	records := uint64(ringBytes) / per
-	return max(records/2, 1), max(records/8, 1)
+	return max(records/8, 1), max(records/8, 1)
 }
 
 // Share is one UID's records through a ring: let through, and refused

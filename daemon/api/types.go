@@ -127,6 +127,9 @@ type MheapLockStats struct {
 	// The same for every other runtime-internal lock of the process.
 	OtherContended   uint64  `json:"other_locks_contended_total"`
 	OtherWaitSeconds float64 `json:"other_locks_wait_seconds_total"`
+	// Dropped counts the sleeps not timed: the kernel side's map of
+	// waits was full (never another thread's wait evicted).
+	Dropped uint64 `json:"dropped,omitempty"`
 	// ContendedPerSecond over the last minute (or since first seen).
 	ContendedPerSecond float64 `json:"contended_per_second"`
 }
@@ -186,6 +189,10 @@ func Pow2Bucket(upperSeconds float64) int {
 // sched family (kernel sched_switch/sched_wakeup tracepoints).
 type SchedStats struct {
 	Threads int `json:"threads"` // threads seen, alive
+	// ThreadsDropped counts the thread states the kernel side could not
+	// keep (its map full, or the process at a quarter of it): those
+	// threads' switches are not timed. Never another thread evicted.
+	ThreadsDropped uint64 `json:"threads_dropped,omitempty"`
 	// RunQueueLatency: from a thread's wakeup (or preemption) to running.
 	RunQueueLatency Histogram `json:"runqueue_latency"`
 	OnCPUSeconds    float64   `json:"on_cpu_seconds_total"`

@@ -183,7 +183,7 @@ func toEvent(fn func(*Event)) func(uint32, *Proc) {
 	return func(pid uint32, p *Proc) {
 		ev = Event{
 			Pid: pid, Method: MethodFutex, Contended: p.Contended, WaitNs: p.WaitNs, WaitHist: p.WaitHist,
-			OtherContended: p.OtherContended, OtherWaitNs: p.OtherWaitNs,
+			OtherContended: p.OtherContended, OtherWaitNs: p.OtherWaitNs, Dropped: p.Dropped,
 		}
 		if p.Spinbit != 0 {
 			ev.Method = MethodSpinbit

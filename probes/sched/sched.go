@@ -217,7 +217,7 @@ func (f *Family) toEvent(fn func(*Event)) func(uint32, *Proc) {
 	return func(pid uint32, p *Proc) {
 		ev = Event{
 			Pid: pid, RunQueue: p.RqHist, RunQueueNs: p.RqNs, OnCPUNs: p.OnCpuNs, OffCPUNs: p.OffCpuNs,
-			Voluntary: p.Voluntary, Involuntary: p.Involuntary, Threads: p.Threads,
+			Voluntary: p.Voluntary, Involuntary: p.Involuntary, Threads: p.Threads, ThreadsDropped: p.ThreadsDropped,
 			GoLatency: f.latency(pid),
 		}
 		fn(&ev)
