@@ -84,9 +84,9 @@ const maxReaders = 16384
 const RecordBytes = uint32(unsafe.Sizeof(gcGcRecord{}))
 
 // RingBytes is the GC ring's size for a configuration: 1 KiB per process
-// of --max-pids (a record each, about), at least 1 MiB, at most 64 MiB;
+// of --max-pids (a record each, about), at least 256 KiB, at most 64 MiB;
 // 4 MiB at the default 4096.
-func RingBytes(env probes.Env) uint32 { return env.RingBytes(1024, 1<<20, 1<<26) }
+func RingBytes(env probes.Env) uint32 { return env.RingBytes(1024, 1<<18, 1<<26) }
 
 // New loads the GC program into the kernel, for the host's /proc.
 func New() (*Family, error) { return Load(probes.Env{}) }
