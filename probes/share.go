@@ -13,11 +13,13 @@ import (
 // charged to a token bucket before they are reserved in the ring; while
 // the ring is under pressure (an eighth of it waiting to be read: the
 // reader was woken and has not caught up), a UID over its bucket is
-// refused. Bucket: an eighth of the ring's records at once, the same
-// again each second. So when the reader stalls for T seconds, one
-// flooding user holds at most (1+T)/8 of the ring, which leaves room for
-// the others for stalls up to several seconds (5 s: 3/4); while the reader
-// keeps up, nothing is refused at all, whatever the rate. Measured on the
+// refused. Bucket: an eighth of the ring's records at once, a
+// thirty-second more each second. So when the reader stalls for T
+// seconds, one flooding user holds at most 1/8 + T/32 of the ring (1/4
+// after 4 s; measured: with 1/8 per second, two flooding users — the
+// attacker and root's builds on the shared test VM — filled the ring in a
+// 4 s stall), and three of them leave a quarter to the others; while the
+// reader keeps up, nothing is refused at all, whatever the rate. Measured on the
 // test VM (2 CPUs shared with other builds, load 20-45): a tight
 // runtime.GC() loop runs 80-900 cycles/s, one 1064-byte record each
 // (the ring holds 985 of them at 1 MiB, 3942 at 4 MiB); decoding one
@@ -63,7 +65,7 @@ func SetShares(spec *ebpf.CollectionSpec, ringBytes, recordBytes uint32) error {
 func ShareRate(ringBytes, recordBytes uint32) (perSecond, burst uint64) {
 	per := uint64(recordBytes+8+7) &^ 7
 	records := uint64(ringBytes) / per
-	return max(records/8, 1), max(records/8, 1)
+	return max(records/32, 1), max(records/8, 1)
 }
 
 // Share is one UID's records through a ring: let through, and refused

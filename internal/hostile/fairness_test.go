@@ -32,7 +32,7 @@ const (
 // loses records.
 func TestGCLoopNextToQuietProcess(t *testing.T) {
 	// --max-pids 64: the smallest GC ring (256 KiB: 246 records; shares
-	// of 30 at once and 30/s, enforced from 30 records waiting), so the
+	// of 30 at once and 7/s, enforced from 30 records waiting), so the
 	// loops are over their share even on a loaded host (measured down to
 	// 77 cycles/s for two loops).
 	d := e2etest.StartDaemon(t, "--max-pids", "64", "--history", "1000")
@@ -87,6 +87,9 @@ func TestGCLoopNextToQuietProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	stalled := time.Now()
+	// Long enough for the loops alone to fill the ring (246 records at
+	// 80+ cycles/s) were their share not enforced.
+	time.Sleep(3 * time.Second)
 	q.Proceed()
 	m.Proceed()
 	q.Expect("final")

@@ -25,7 +25,7 @@ import (
 // processes by the PIDs BPF reports, which are the initial namespace's, so
 // a PID reused only inside a container's namespace (NSpid's last field) is
 // a new host PID and no reuse at all for the daemon.
-func TestPIDReuseStartsFresh(t *testing.T) {
+func TestPIDReusedByAnotherProgram(t *testing.T) {
 	d := e2etest.StartDaemon(t, "--probes", "all", "--forget-after", "10m")
 	dir := fairWorldDir(t)
 	firstBin := fairCopy(t, fixturebuild.Build(t, "memfree", fixturebuild.Shapes()[0]), filepath.Join(dir, "first"))
