@@ -3,6 +3,7 @@ package probes
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -122,4 +123,27 @@ func SharesDropped(m *ebpf.Map) (uint64, error) {
 		n += v.Dropped
 	}
 	return n, err
+}
+
+// CheckShareType reports whether v, a family's bpf2go type of struct
+// gp_share, has the layout ReadShares decodes (the families' contract
+// tests).
+func CheckShareType(v any) error {
+	got, want := reflect.TypeOf(v), reflect.TypeOf(shareValue{})
+	var fields []reflect.StructField
+	for i := range got.NumField() {
+		if f := got.Field(i); f.Type.Size() > 0 { // bpf2go's structs.HostLayout marker
+			fields = append(fields, f)
+		}
+	}
+	if got.Size() != want.Size() || len(fields) != want.NumField() {
+		return fmt.Errorf("%v: %d bytes, %d fields; want %d, %d", got, got.Size(), len(fields), want.Size(), want.NumField())
+	}
+	for i, g := range fields {
+		w := want.Field(i)
+		if g.Name != w.Name || g.Type != w.Type || g.Offset != w.Offset {
+			return fmt.Errorf("%v field %d: %s %v at %d; want %s %v at %d", got, i, g.Name, g.Type, g.Offset, w.Name, w.Type, w.Offset)
+		}
+	}
+	return nil
 }
