@@ -546,19 +546,13 @@ func (t *Tracer) Status() api.Status {
 	}
 	disc := api.FamilyStatus{Name: "discovery", Hits: hits(t.disc.Programs())}
 	disc.LostEvents, _ = t.disc.Lost()
+	shareStatus(&disc, t.disc)
 	s.Families = append(s.Families, disc)
 	for _, l := range t.families() {
 		f := api.FamilyStatus{Name: l.name, Events: l.events.Load(), KernelFallbacks: l.fallbacks}
 		f.LostEvents, _ = l.f.Lost()
 		if sh, ok := l.f.(sharer); ok {
-			f.RingBytes, f.RingSharePerSecond, f.RingShareBurst = sh.RingSize()
-			shares, _ := sh.Shares()
-			for _, u := range shares {
-				f.UIDShares = append(f.UIDShares, api.UIDShare{UID: int64(u.UID), Sent: u.Sent, Dropped: u.Dropped})
-				if u.UID == probes.ShareOther {
-					f.UIDShares[len(f.UIDShares)-1].UID = -1
-				}
-			}
+			shareStatus(&f, sh)
 		}
 		l.costStatus(&f, s.TrapCostNs)
 		if l.name == gc.Name && f.Events+f.LostEvents > 0 {
@@ -572,6 +566,19 @@ func (t *Tracer) Status() api.Status {
 	}
 	t.famMu.Unlock()
 	return s
+}
+
+// shareStatus fills a family's ring size and per-UID shares.
+func shareStatus(f *api.FamilyStatus, sh sharer) {
+	f.RingBytes, f.RingSharePerSecond, f.RingShareBurst = sh.RingSize()
+	shares, _ := sh.Shares()
+	for _, u := range shares {
+		uid := int64(u.UID)
+		if u.UID == probes.ShareOther {
+			uid = -1
+		}
+		f.UIDShares = append(f.UIDShares, api.UIDShare{UID: uid, Sent: u.Sent, Dropped: u.Dropped})
+	}
 }
 
 // hits sums the programs' run counts (kept by the kernel only while
