@@ -18,7 +18,22 @@ type Env struct {
 	// MaxPIDs is the daemon's --max-pids (0: DefaultMaxPIDs): the
 	// per-process BPF maps are sized from it before they are loaded.
 	MaxPIDs int
+	// MaxBinaries is the daemon's --max-binaries (0: 1024): the
+	// per-binary maps are sized from it.
+	MaxBinaries int
 }
+
+// Binaries is --max-binaries, at most MaxBinaryEntries.
+func (e Env) Binaries() uint32 {
+	n := e.MaxBinaries
+	if n <= 0 {
+		n = 1024
+	}
+	return uint32(min(n, MaxBinaryEntries))
+}
+
+// MaxBinaryEntries caps the per-binary maps: the --max-binaries bound.
+const MaxBinaryEntries = 1 << 16
 
 // Proc returns the procfs mount point.
 func (e Env) Proc() string {

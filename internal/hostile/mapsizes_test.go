@@ -38,7 +38,7 @@ func TestMapsSizedFromConfig(t *testing.T) {
 			want := map[string]uint32{
 				"madv_procs": env.Procs(), "sched_procs": env.Procs(), "lock_procs": env.Procs(),
 				"madv_inflight": env.Threads(), "sched_threads": env.Threads(), "lock_waits": env.Threads(),
-				"gc_events": gc.RingBytes(env), "madv_events": madvise.RingBytes(env),
+				"gc_events": gc.RingBytes(env), "madv_events": madvise.RingBytes(env), "gc_layouts": env.Binaries() * 2,
 			}
 			maps := daemonMaps(t, d.Cmd.Process.Pid)
 			var memlock uint64

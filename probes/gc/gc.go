@@ -68,6 +68,13 @@ type Family struct {
 	cookies bool
 	// ringBytes is gc_events' size, set from --max-pids at load.
 	ringBytes uint32
+	// maxReaders bounds the processes whose books are read: --max-pids
+	// (the tracer never tracks more at once).
+	maxReaders int
+	// maxLayouts is gc_layouts' size: twice --max-binaries, so that the
+	// oldest layout evicted to make room (user space evicts, the kernel
+	// never does) is one whose binary is long gone.
+	maxLayouts int
 }
 
 // bin is what the family learns of a binary once.
@@ -75,9 +82,6 @@ type bin struct {
 	facts probes.Facts
 	addrs rtstate.Addrs
 }
-
-// maxReaders bounds the processes whose books are read.
-const maxReaders = 16384
 
 // RecordBytes is the size of one cycle's record in the ring (the kernel
 // adds an 8-byte header).
@@ -105,7 +109,9 @@ func Load(env probes.Env) (*Family, error) {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	f.ringBytes = RingBytes(env)
-	if err := probes.SetMaxEntries(spec, map[string]uint32{"gc_events": f.ringBytes}); err != nil {
+	f.maxReaders = int(env.Procs())
+	f.maxLayouts = int(env.Binaries()) * 2
+	if err := probes.SetMaxEntries(spec, map[string]uint32{"gc_events": f.ringBytes, "gc_layouts": uint32(f.maxLayouts)}); err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	if err := probes.SetShares(spec, f.ringBytes, RecordBytes); err != nil {
@@ -217,7 +223,7 @@ func (f *Family) layout(id goinspect.FileID, site uint64, a rtstate.Addrs, bk pr
 	defer f.mu.Unlock()
 	key, ok := f.layouts[id]
 	if !ok {
-		if len(f.order) >= maxLayouts {
+		if len(f.order) >= f.maxLayouts {
 			// The oldest binary seen: with at most --max-binaries
 			// probed at once, long gone.
 			old := f.order[0]
@@ -238,9 +244,6 @@ func (f *Family) layout(id goinspect.FileID, site uint64, a rtstate.Addrs, bk pr
 	return key, nil
 }
 
-// maxLayouts is bpf/gc.h's GC_MAX_LAYOUTS.
-const maxLayouts = int(gcGcContractGC_MAX_LAYOUTS)
-
 // Programs returns the family's programs, for run statistics.
 func (f *Family) Programs() []*ebpf.Program { return []*ebpf.Program{f.objs.GcCycle} }
 
@@ -250,7 +253,7 @@ func (f *Family) Programs() []*ebpf.Program { return []*ebpf.Program{f.objs.GcCy
 // event loop and the families tracked after this one wait for nothing.
 func (f *Family) Track(pid uint32) {
 	f.mu.Lock()
-	if len(f.tracks) < maxReaders {
+	if len(f.tracks) < f.maxReaders {
 		f.tracks = append(f.tracks, pid)
 	}
 	f.mu.Unlock()
@@ -272,7 +275,7 @@ const (
 func (f *Family) retryEarly(pid uint32) bool {
 	f.mu.Lock()
 	n := f.early[pid]
-	if n >= earlyRetries || len(f.early) >= maxReaders {
+	if n >= earlyRetries || len(f.early) >= f.maxReaders {
 		delete(f.early, pid)
 		f.mu.Unlock()
 		return false
@@ -314,11 +317,11 @@ func (f *Family) track(pid uint32) (Event, bool) {
 			r.close()
 		}
 		ev = Event{PID: int(pid), Kind: KindError, Err: err.Error()}
-	case len(f.readers) < maxReaders:
+	case len(f.readers) < f.maxReaders:
 		f.readers[pid] = r
 	default:
 		r.close()
-		ev = Event{PID: int(pid), Kind: KindError, Err: fmt.Sprintf("runtime books not read: %d processes already followed", maxReaders)}
+		ev = Event{PID: int(pid), Kind: KindError, Err: fmt.Sprintf("runtime books not read: %d processes already followed", f.maxReaders)}
 	}
 	return ev, true
 }
@@ -532,12 +535,14 @@ func (f *Family) Drain(ctx context.Context) error {
 func (f *Family) Backlog() (pending int, consumed uint64) { return f.ring.Backlog() }
 
 // Lost is the number of cycle records lost: the ring buffer had no room
-// for them, or their UID was over its share of the ring (Shares). The
+// for them, their UID was over its share of the ring (Shares), or their
+// binary had no layout (a bug). The
 // cycles themselves are still counted: totals are the runtime's.
 func (f *Family) Lost() (uint64, error) {
 	full, err := probes.SumPerCPU(f.objs.GcLost)
 	over, err2 := probes.SharesDropped(f.objs.GcShares)
-	return full + over, errors.Join(err, err2)
+	nolayout, err3 := probes.SumPerCPU(f.objs.GcNolayout)
+	return full + over + nolayout, errors.Join(err, err2, err3)
 }
 
 // Shares reports each UID's records let through and refused over its
