@@ -47,6 +47,12 @@ volatile const __u64 gp_share_burst_ns = 0;
  * the loader sized it (probes.SetShares). */
 volatile const __u64 gp_wake_bytes = 1 << 17;
 
+/* Pressure: a quarter of the ring waiting to be read, twice what wakes the
+ * reader, so the reader was woken and did not catch up. (At the wakeup
+ * threshold itself, a heavy user whose reader keeps up would lose records
+ * in every wakeup's latency window.) */
+volatile const __u64 gp_pressure_bytes = 1 << 18;
+
 #define DEFINE_SHARES(name)                               \
 	struct {                                          \
 		__uint(type, BPF_MAP_TYPE_HASH);          \
@@ -59,9 +65,9 @@ volatile const __u64 gp_wake_bytes = 1 << 17;
  * record in ring, counting the record as sent or dropped for it.
  *
  * Work-conserving: shares are enforced only while the ring is under
- * pressure — gp_wake_bytes (an eighth of it) or more waiting to be read,
- * that is the reader woken and not done yet (starved of CPU, or slower
- * than the flood). Until then every record passes, a legitimate burst
+ * pressure — gp_pressure_bytes (a quarter of it) or more waiting to be
+ * read, that is the reader woken (at an eighth) and not caught up
+ * (starved of CPU, or slower than the flood). Until then every record passes, a legitimate burst
  * (debug.FreeOSMemory of a large heap: hundreds of madvise calls at once)
  * included, but is still charged to its UID: a UID that has been
  * flooding is refused first when the pressure comes, one that has been
@@ -92,7 +98,7 @@ static __always_inline bool share_take(void *shares, void *ring, __u64 now)
 	__u64 tat = s->tat;
 	if (tat < now)
 		tat = now;
-	if (tat - now > gp_share_burst_ns && bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= gp_wake_bytes) {
+	if (tat - now > gp_share_burst_ns && bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= gp_pressure_bytes) {
 		__sync_fetch_and_add(&s->dropped, 1);
 		return false;
 	}

@@ -12,14 +12,14 @@ import (
 
 // Per-UID shares of a ring buffer (bpf/share.h). Each UID's records are
 // charged to a token bucket before they are reserved in the ring; while
-// the ring is under pressure (an eighth of it waiting to be read: the
-// reader was woken and has not caught up), a UID over its bucket is
-// refused. Bucket: an eighth of the ring's records at once, a
+// the ring is under pressure (a quarter of it waiting to be read: the
+// reader was woken at an eighth and has not caught up), a UID over its
+// bucket is refused. Bucket: an eighth of the ring's records at once, a
 // thirty-second more each second. So when the reader stalls for T
-// seconds, one flooding user holds at most 1/8 + T/32 of the ring (1/4
+// seconds, one flooding user holds at most 1/4 + T/32 of the ring (3/8
 // after 4 s; measured: with 1/8 per second, two flooding users — the
 // attacker and root's builds on the shared test VM — filled the ring in a
-// 4 s stall), and three of them leave a quarter to the others; while the
+// 4 s stall), and two of them leave a quarter to the others; while the
 // reader keeps up, nothing is refused at all, whatever the rate. Measured on the
 // test VM (2 CPUs shared with other builds, load 20-45): a tight
 // runtime.GC() loop runs 80-900 cycles/s, one 1064-byte record each
@@ -49,6 +49,7 @@ func SetShares(spec *ebpf.CollectionSpec, ringBytes, recordBytes uint32) error {
 		// is at most this far ahead, i.e. burst records at once.
 		"gp_share_burst_ns": (burst - 1) * interval,
 		"gp_wake_bytes":     uint64(ringBytes) / 8,
+		"gp_pressure_bytes": uint64(ringBytes) / 4,
 	} {
 		vs, ok := spec.Variables[name]
 		if !ok {

@@ -60,6 +60,7 @@ const (
 	discMapProcShares          = "proc_shares"
 	discProgProcExec           = "proc_exec"
 	discProgProcExit           = "proc_exit"
+	discVarGpPressureBytes     = "gp_pressure_bytes"
 	discVarGpShareBurstNs      = "gp_share_burst_ns"
 	discVarGpShareIntervalNs   = "gp_share_interval_ns"
 	discVarGpWakeBytes         = "gp_wake_bytes"
@@ -129,6 +130,7 @@ type discMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type discVariableSpecs struct {
+	GpPressureBytes     *ebpf.VariableSpec `ebpf:"gp_pressure_bytes"`
 	GpShareBurstNs      *ebpf.VariableSpec `ebpf:"gp_share_burst_ns"`
 	GpShareIntervalNs   *ebpf.VariableSpec `ebpf:"gp_share_interval_ns"`
 	GpWakeBytes         *ebpf.VariableSpec `ebpf:"gp_wake_bytes"`
@@ -176,6 +178,7 @@ func (m *discMaps) Close() error {
 //
 // It can be passed to loadDiscObjects or ebpf.CollectionSpec.LoadAndAssign.
 type discVariables struct {
+	GpPressureBytes     *ebpf.Variable `ebpf:"gp_pressure_bytes"`
 	GpShareBurstNs      *ebpf.Variable `ebpf:"gp_share_burst_ns"`
 	GpShareIntervalNs   *ebpf.Variable `ebpf:"gp_share_interval_ns"`
 	GpWakeBytes         *ebpf.Variable `ebpf:"gp_wake_bytes"`

@@ -70,6 +70,7 @@ const (
 	gcMapGpCookies           = "gp_cookies"
 	gcProgGcCycle            = "gc_cycle"
 	gcVarGpNoCookies         = "gp_no_cookies"
+	gcVarGpPressureBytes     = "gp_pressure_bytes"
 	gcVarGpShareBurstNs      = "gp_share_burst_ns"
 	gcVarGpShareIntervalNs   = "gp_share_interval_ns"
 	gcVarGpWakeBytes         = "gp_wake_bytes"
@@ -142,6 +143,7 @@ type gcMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcVariableSpecs struct {
 	GpNoCookies         *ebpf.VariableSpec `ebpf:"gp_no_cookies"`
+	GpPressureBytes     *ebpf.VariableSpec `ebpf:"gp_pressure_bytes"`
 	GpShareBurstNs      *ebpf.VariableSpec `ebpf:"gp_share_burst_ns"`
 	GpShareIntervalNs   *ebpf.VariableSpec `ebpf:"gp_share_interval_ns"`
 	GpWakeBytes         *ebpf.VariableSpec `ebpf:"gp_wake_bytes"`
@@ -196,6 +198,7 @@ func (m *gcMaps) Close() error {
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcVariables struct {
 	GpNoCookies         *ebpf.Variable `ebpf:"gp_no_cookies"`
+	GpPressureBytes     *ebpf.Variable `ebpf:"gp_pressure_bytes"`
 	GpShareBurstNs      *ebpf.Variable `ebpf:"gp_share_burst_ns"`
 	GpShareIntervalNs   *ebpf.Variable `ebpf:"gp_share_interval_ns"`
 	GpWakeBytes         *ebpf.Variable `ebpf:"gp_wake_bytes"`

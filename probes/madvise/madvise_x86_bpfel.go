@@ -81,6 +81,7 @@ const (
 	madviseProgMadvEnter          = "madv_enter"
 	madviseProgMadvExec           = "madv_exec"
 	madviseProgMadvExit           = "madv_exit"
+	madviseVarGpPressureBytes     = "gp_pressure_bytes"
 	madviseVarGpShareBurstNs      = "gp_share_burst_ns"
 	madviseVarGpShareIntervalNs   = "gp_share_interval_ns"
 	madviseVarGpWakeBytes         = "gp_wake_bytes"
@@ -153,6 +154,7 @@ type madviseMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type madviseVariableSpecs struct {
+	GpPressureBytes     *ebpf.VariableSpec `ebpf:"gp_pressure_bytes"`
 	GpShareBurstNs      *ebpf.VariableSpec `ebpf:"gp_share_burst_ns"`
 	GpShareIntervalNs   *ebpf.VariableSpec `ebpf:"gp_share_interval_ns"`
 	GpWakeBytes         *ebpf.VariableSpec `ebpf:"gp_wake_bytes"`
@@ -205,6 +207,7 @@ func (m *madviseMaps) Close() error {
 //
 // It can be passed to loadMadviseObjects or ebpf.CollectionSpec.LoadAndAssign.
 type madviseVariables struct {
+	GpPressureBytes     *ebpf.Variable `ebpf:"gp_pressure_bytes"`
 	GpShareBurstNs      *ebpf.Variable `ebpf:"gp_share_burst_ns"`
 	GpShareIntervalNs   *ebpf.Variable `ebpf:"gp_share_interval_ns"`
 	GpWakeBytes         *ebpf.Variable `ebpf:"gp_wake_bytes"`
