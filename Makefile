@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/gopulse/gopulse/daemon/tracer.Version=$(VERSION)
 
-.PHONY: all build generate check-clang check-generate test test-kernels bench vet clean deb
+.PHONY: all build generate check-clang check-generate test test-kernels test-hostile fuzz bench vet clean deb
 
 all: build
 
@@ -44,9 +44,31 @@ check-generate: generate
 test: check-generate
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
+	$(MAKE) fuzz
 	$(MAKE) test-kernels
 
-test-hostile: ; $(GO) test -count=1 -p 1 ./internal/hostile/
+# The hostile-host part of the suite alone (real daemon, forged binaries,
+# swapped files, hostile names...); `go test ./...` above runs it too.
+test-hostile:
+	$(GO) test -count=1 -p 1 -timeout 15m ./internal/hostile/
+
+# Every parser's and locator's fuzz target for a fixed time each (their
+# seeds, real and forged binaries, also run in plain go test). Each also
+# asserts goinspect's parse budget: ≤ 64 MiB allocated, ≤ 1 s of CPU.
+# The fuzzing time includes the baseline run of the seeds; minimization
+# of a new input is capped (10 tries) so that the time is spent fuzzing:
+# with the 60 s default, each new input of the slower targets took seconds.
+FUZZTIME ?= 20s
+FUZZ_TARGETS := \
+	./probes/goinspect:FuzzOpen ./probes/goinspect:FuzzPclntab \
+	./probes/goinspect:FuzzDecode ./probes/goinspect:FuzzVersion \
+	./probes/rtstate:FuzzDecodeBooks ./probes/rtstate:FuzzSiteFinders
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -count=1 -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x $$pkg; \
+	done
 
 # The suite of tools/kernels/suite on every kernel of the matrix (Debian
 # 11's 5.10, 12's 6.1, 13's 6.12 under QEMU, and the host's own); see

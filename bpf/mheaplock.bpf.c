@@ -15,8 +15,9 @@
  *    sleeps on the M's own semaphore (semasleep), so the futex address says
  *    nothing. A uprobe on lock2's `CALL runtime.semasleep` instruction (found
  *    by disassembly; taken only when the thread is about to sleep) reads
- *    the lock address from the register the preceding CMPXCHG used and
- *    marks the thread; its next futex sleep on a negative semaphore value
+ *    the lock address from the register the preceding CMPXCHG used (on
+ *    arm64, where no register holds it there, from lock2's argument spill
+ *    slot on the stack) and marks the thread; its next futex sleep on a negative semaphore value
  *    (semasleep's; notes wait for 0) within MARK_TTL_NS is the lock wait.
  *
  * Wait time is the futex sleep (spinning and the final re-acquisition are
@@ -68,15 +69,18 @@ const struct lock_proc *unused_lock_proc __attribute__((unused));
 const enum lock_contract *unused_lock_contract __attribute__((unused));
 const enum hist_contract *unused_hist_contract __attribute__((unused));
 
-/* Cookie of the lock2 site: bits 0-7 the pt_regs register holding the
- * lock's address (x86asm numbering of the 64-bit registers on amd64, see
- * probes/mheaplock; Xn on arm64, whose locator is not written yet), bits
- * 32-63 a signed displacement to add. */
+/* Cookie of the lock2 site: see enum lock_contract (LOCK_COOKIE_DEREF,
+ * LOCK_REG_SP); probes/mheaplock writes it. */
+#if defined(__TARGET_ARCH_x86)
+#define LOCK_NREGS 16
+#else
+#define LOCK_NREGS 32
+#endif
 static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 r)
 {
 	/* Constant-offset context reads only (the verifier refuses computed
 	 * ones), then an indexed read of the copy. */
-	__u64 regs[16];
+	__u64 regs[LOCK_NREGS];
 #if defined(__TARGET_ARCH_x86)
 	regs[0] = ctx->ax;
 	regs[1] = ctx->cx;
@@ -95,25 +99,26 @@ static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 r)
 	regs[14] = ctx->r14;
 	regs[15] = ctx->r15;
 #else
-	/* R0-R15, the registers of Go's arm64 ABI arguments. */
-	regs[0] = GP_REGS(ctx)->regs[0];
-	regs[1] = GP_REGS(ctx)->regs[1];
-	regs[2] = GP_REGS(ctx)->regs[2];
-	regs[3] = GP_REGS(ctx)->regs[3];
-	regs[4] = GP_REGS(ctx)->regs[4];
-	regs[5] = GP_REGS(ctx)->regs[5];
-	regs[6] = GP_REGS(ctx)->regs[6];
-	regs[7] = GP_REGS(ctx)->regs[7];
-	regs[8] = GP_REGS(ctx)->regs[8];
-	regs[9] = GP_REGS(ctx)->regs[9];
-	regs[10] = GP_REGS(ctx)->regs[10];
-	regs[11] = GP_REGS(ctx)->regs[11];
-	regs[12] = GP_REGS(ctx)->regs[12];
-	regs[13] = GP_REGS(ctx)->regs[13];
-	regs[14] = GP_REGS(ctx)->regs[14];
-	regs[15] = GP_REGS(ctx)->regs[15];
+	/* X0-X30, then SP as LOCK_REG_SP (31: XZR/SP in encodings). */
+#pragma unroll
+	for (int i = 0; i < 31; i++)
+		regs[i] = GP_REGS(ctx)->regs[i];
+	regs[LOCK_REG_SP] = GP_REGS(ctx)->sp;
 #endif
-	return regs[r & 15];
+	return regs[r & (LOCK_NREGS - 1)];
+}
+
+/* The lock's address at a lock2 site, from its cookie. */
+static __always_inline __u64 lock_addr(struct pt_regs *ctx, __u64 cookie)
+{
+	__u64 addr = reg_value(ctx, cookie & 0xff) + (__s64)(__s32)(cookie >> 32);
+	if (cookie & LOCK_COOKIE_DEREF) {
+		__u64 v = 0;
+		if (bpf_probe_read_user(&v, sizeof(v), (const void *)addr))
+			return 0;
+		addr = v;
+	}
+	return addr;
 }
 
 /* A contended acquisition: count it for its lock and remember the thread's
@@ -132,7 +137,7 @@ SEC("uprobe")
 int lock_sleep(struct pt_regs *ctx)
 {
 	__u64 cookie = gp_cookie(ctx);
-	__u64 addr = reg_value(ctx, cookie & 0xff) + (__s64)(__s32)(cookie >> 32);
+	__u64 addr = lock_addr(ctx, cookie);
 	__u32 tgid = current_tgid(), tid = current_tid();
 	struct lock_proc *p = bpf_map_lookup_elem(&lock_procs, &tgid);
 	if (!p)

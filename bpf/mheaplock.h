@@ -11,6 +11,14 @@
 enum lock_contract {
 	LOCK_MAX_PROCS = 16384,
 	LOCK_MAX_THREADS = 16384, /* threads in a futex sleep or a marked lock2 sleep */
+	/* lock2 site cookie, bits 0-7: the register (x86asm numbering of the
+	 * 64-bit registers on amd64; Xn on arm64, LOCK_REG_SP for SP); bit 8:
+	 * the lock's address is the 8 bytes at register + displacement (a
+	 * stack slot: arm64 lock2 has it only in its argument's spill slot at
+	 * the call), else register + displacement itself; bits 32-63: the
+	 * signed displacement. */
+	LOCK_COOKIE_DEREF = 0x100,
+	LOCK_REG_SP = 31,
 };
 
 /* No hidden padding in what user space reads or writes. */

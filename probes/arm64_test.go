@@ -1,7 +1,6 @@
 package probes_test
 
 import (
-	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -16,37 +15,59 @@ import (
 	"github.com/gopulse/gopulse/probes/sched"
 )
 
-// The locators that pattern-match x86 code must refuse an arm64 binary
-// (issue 14: their arm64 versions are not written yet), never misdecode it.
-func TestX86LocatorsRefuseARM64(t *testing.T) {
-	s := fixturebuild.ARM64Shapes()[1] // stripped: what the locators exist for
-	b, err := goinspect.Open(fixturebuild.Build(t, "gcload", s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	f, err := probes.FactsForVersion(b.Version)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock2, err := b.Func("runtime.lock2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, call := range map[string]func() error{
-		"rtstate.LocateInCode":      func() error { _, err := rtstate.LocateInCode(b, f); return err },
-		"sched.TimeToRunAddr":       func() error { _, err := sched.TimeToRunAddr(b, f.TimeHist); return err },
-		"mheaplock.MheapLockAddr":   func() error { _, err := mheaplock.MheapLockAddr(b); return err },
-		"mheaplock.SpinbitLock":     func() error { _, err := mheaplock.SpinbitLock(b); return err },
-		"mheaplock.SleepSites":      func() error { _, err := mheaplock.SleepSites(b, lock2, f); return err },
-		"rtstate.Locate (stripped)": func() error { _, err := rtstate.Locate(b, f); return err },
-		"probes.FactsFor":           func() error { _, err := probes.FactsFor(b); return err },
-	} {
-		if err := call(); !errors.Is(err, goinspect.ErrArchUnsupported) {
-			t.Errorf("%s on %s: err = %v, want ErrArchUnsupported", name, s.Name, err)
-		} else {
-			t.Logf("%s: %v", name, err)
-		}
+// Everything the families find in a binary before attaching is found in
+// arm64 code too, on every arm64 shape (stripped ones from the code alone):
+// the facts row, the runtime's books (rtstate.Locate), sched.timeToRun,
+// mheap_.lock and lock2's sleep sites, the GC family's site. What each
+// finds is checked against .symtab and go tool objdump in its own
+// package's tests.
+func TestInspectARM64(t *testing.T) {
+	for _, s := range append(fixturebuild.ARM64Shapes(), fixturebuild.ARM64ReleaseShapes()...) {
+		t.Run(s.Name, func(t *testing.T) {
+			b := open(t, fixturebuild.Build(t, "gcload", s))
+			f, err := probes.FactsFor(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Arch != goinspect.ARM64 || f.Books != f.ARM64Books {
+				t.Errorf("FactsFor gave the %q books", f.Arch)
+			}
+			lock2, err := b.Func("runtime.lock2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gcmt, err := b.Func("runtime.gcMarkTermination")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				name string
+				call func() error
+			}{
+				{"rtstate.Locate", func() error {
+					a, err := rtstate.Locate(b, f)
+					if err == nil && a.From != "code" {
+						err = fmt.Errorf("found by %s, want the code", a.From)
+					}
+					return err
+				}},
+				{"sched.TimeToRunAddr", func() error { _, err := sched.TimeToRunAddr(b, f.TimeHist); return err }},
+				{"mheaplock.MheapLockAddr", func() error { _, err := mheaplock.MheapLockAddr(b); return err }},
+				{"mheaplock.SpinbitLock", func() error { _, err := mheaplock.SpinbitLock(b); return err }},
+				{"mheaplock.SleepSites", func() error {
+					if !f.SpinbitMutex {
+						return nil
+					}
+					_, err := mheaplock.SleepSites(b, lock2, f)
+					return err
+				}},
+				{"gc.FlushCall", func() error { _, err := gc.FlushCall(b, gcmt); return err }},
+			} {
+				if err := c.call(); err != nil {
+					t.Errorf("%s: %v", c.name, err)
+				}
+			}
+		})
 	}
 }
 

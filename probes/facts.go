@@ -16,8 +16,13 @@ import (
 // runtime source of that release and are refined from DWARF at run time
 // when the binary has it.
 type Facts struct {
-	Minor    int  // first Go 1.x release the row applies to
-	Verified bool // a test checks this row against a binary of that version
+	Minor int // first Go 1.x release the row applies to
+	// Verified: a test checks this row against binaries of that version,
+	// amd64 and arm64 builds both (Books and ARM64Books).
+	Verified bool
+	// Arch is the architecture FactsFor chose the row for ("" in the
+	// table itself, whose Books are amd64's).
+	Arch goinspect.Arch
 	// WorldStopABI: the runtime has the worldStop type (Go 1.22+):
 	// startTheWorldWithSema takes it, and the scheduler keeps its own
 	// histograms of stop-the-world time (sched.stwTotalTime{GC,Other}).
@@ -26,6 +31,13 @@ type Facts struct {
 	// (memstats, gcController, work, sched, p), read from the process's
 	// memory by probes/rtstate and by the GC family's one probe per cycle.
 	Books Books
+	// ARM64Books are the same books in an arm64 build. They differ from
+	// amd64's from Go 1.21, when internal/cpu.CacheLinePadSize became 128
+	// on arm64 (64 on amd64, and on arm64 up to 1.19 at least): workType
+	// pads its work queues to cache lines, and gcControllerState its
+	// per-cycle counters (measured from DWARF, TestFactsTable). FactsFor
+	// puts them in Books for an arm64 binary.
+	ARM64Books Books
 	// SpinbitMutex: runtime locks are lock_spinbit.go's (Go 1.24+): a
 	// contended lock2 sleeps on its M's semaphore (semasleep), not on the
 	// lock's own futex as lock_futex.go's did.
@@ -85,15 +97,17 @@ func (h TimeHist) Valid() bool { return h.SubBucketBits > 0 }
 // register ABI on every function gopulse probes and with the pacer
 // functions it reads (startCycle/endCycle with these arguments).
 var factsTable = []Facts{
-	{Minor: 19, Verified: true, Books: books119, TimeHist: timeHist119},
-	{Minor: 20, Books: books119, TimeHist: timeHist120},
-	{Minor: 21, Verified: true, Books: books121, TimeHist: timeHist120},
-	{Minor: 22, Verified: true, WorldStopABI: true, Books: books122, TimeHist: timeHist120},
-	{Minor: 23, Verified: true, WorldStopABI: true, Books: books123, TimeHist: timeHist120},
-	{Minor: 24, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books123, TimeHist: timeHist120},
-	{Minor: 25, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books125, TimeHist: timeHist120},
-	{Minor: 26, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books126, TimeHist: timeHist120},
-	{Minor: 27, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books126, TimeHist: timeHist120},
+	{Minor: 19, Verified: true, Books: books119, ARM64Books: books119, TimeHist: timeHist119},
+	// No Go 1.20 toolchain here: the row is go1.19's, unverified on both
+	// architectures (run-time checks refuse a layout that does not hold).
+	{Minor: 20, Books: books119, ARM64Books: books119, TimeHist: timeHist120},
+	{Minor: 21, Verified: true, Books: books121, ARM64Books: arm64Books(books121, 128), TimeHist: timeHist120},
+	{Minor: 22, Verified: true, WorldStopABI: true, Books: books122, ARM64Books: arm64Books(books122, 128), TimeHist: timeHist120},
+	{Minor: 23, Verified: true, WorldStopABI: true, Books: books123, ARM64Books: arm64Books(books123, 128), TimeHist: timeHist120},
+	{Minor: 24, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books123, ARM64Books: arm64Books(books123, 128), TimeHist: timeHist120},
+	{Minor: 25, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books125, ARM64Books: arm64Books(books125, 192), TimeHist: timeHist120},
+	{Minor: 26, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books126, ARM64Books: arm64Books(books126, 256), TimeHist: timeHist120},
+	{Minor: 27, Verified: true, WorldStopABI: true, SpinbitMutex: true, Books: books126, ARM64Books: arm64Books(books126, 256), TimeHist: timeHist120},
 }
 
 // FactsTable returns a copy of the table, for tests and documentation.
@@ -102,23 +116,48 @@ func FactsTable() []Facts { return append([]Facts(nil), factsTable...) }
 // MinGoMinor is the oldest Go 1.x release gopulse traces.
 const MinGoMinor = 19
 
-// FactsFor returns the facts for a binary: its version's row. A release
-// newer than any row gets the newest row; what reads its runtime's books
-// checks the layout against the binary's own code and data before use.
+// FactsFor returns the facts for a binary: its version's row, with the
+// books of its architecture (amd64 or arm64; any other is refused). A
+// release newer than any row gets the newest row; what reads its runtime's
+// books checks the layout against the binary's own code and data before
+// use.
 func FactsFor(b *goinspect.Binary) (Facts, error) {
-	// The rows are amd64's. Issue 14 measured that arm64 builds differ
-	// (DWARF of Go 1.26.8 arm64: workType.tSweepTerm at 920, not 664, and a
-	// 456-byte gcControllerState, not 392: arm64 pads to 128-byte cache
-	// lines); until arm64 rows are written and checked, an arm64 binary
-	// gets no facts rather than wrong offsets.
-	if b.Arch != goinspect.AMD64 {
-		return Facts{}, fmt.Errorf("%s: facts table for %s: not written yet: %w", b.Path, b.Arch, goinspect.ErrArchUnsupported)
-	}
 	f, err := FactsForVersion(b.Version)
 	if err != nil {
 		return Facts{}, fmt.Errorf("%s: %w", b.Path, err)
 	}
+	if f, err = f.ForArch(b.Arch); err != nil {
+		return Facts{}, fmt.Errorf("%s: %w", b.Path, err)
+	}
 	return f, nil
+}
+
+// ForArch returns the row for binaries of arch: Books are that
+// architecture's.
+func (f Facts) ForArch(arch goinspect.Arch) (Facts, error) {
+	switch arch {
+	case goinspect.AMD64:
+	case goinspect.ARM64:
+		f.Books = f.ARM64Books
+	default:
+		return Facts{}, fmt.Errorf("facts table for %s: none: %w", arch, goinspect.ErrArchUnsupported)
+	}
+	f.Arch = arch
+	return f, nil
+}
+
+// arm64Books returns an amd64 row's books as an arm64 build (Go 1.21+) has
+// them: work's fields after its cache-line-padded queues moved by
+// workShift bytes, gcControllerState 64 bytes longer (its padded counters
+// are at its end: every field gopulse reads is where amd64 has it).
+func arm64Books(b Books, workShift uint32) Books {
+	return with(b, func(b *Books) {
+		b.WorkUserForced += workShift
+		b.WorkTSweepTerm += workShift
+		b.WorkPauseNS += workShift
+		b.WorkHeap0 += workShift
+		b.CtlSize += 64
+	})
 }
 
 // FactsForVersion returns the table row for a Go release.

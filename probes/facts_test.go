@@ -3,6 +3,7 @@ package probes_test
 import (
 	"debug/dwarf"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,9 +19,10 @@ import (
 	"github.com/gopulse/gopulse/probes/goinspect"
 )
 
-// Every verified row of the facts table holds for a real binary of that
+// Every verified row of the facts table holds for real binaries of that
 // Go release (every release from 1.19 to 1.27 the toolchains here can
-// build): each offset of the runtime's books equals DWARF's, the
+// build), amd64 and arm64 builds (FactsFor gives each its architecture's
+// books; the arm64 ones are cross-built and only inspected): each offset of the runtime's books equals DWARF's, the
 // timeHistogram layout is DWARF's, and the worldStop type exists exactly
 // when the row says so.
 func TestFactsTable(t *testing.T) {
@@ -30,8 +32,11 @@ func TestFactsTable(t *testing.T) {
 			verified[f.Minor] = f
 		}
 	}
-	covered := map[int]bool{}
-	for _, shape := range append(fixturebuild.Shapes(), fixturebuild.ReleaseShapes()...) {
+	covered := map[goinspect.Arch]map[int]bool{goinspect.AMD64: {}, goinspect.ARM64: {}}
+	shapes := append(fixturebuild.Shapes(), fixturebuild.ReleaseShapes()...)
+	shapes = append(shapes, fixturebuild.ARM64Shapes()...)
+	shapes = append(shapes, fixturebuild.ARM64ReleaseShapes()...)
+	for _, shape := range shapes {
 		if shape.Stripped {
 			continue // no DWARF to check against
 		}
@@ -42,7 +47,11 @@ func TestFactsTable(t *testing.T) {
 			if !ok {
 				t.Fatalf("no verified facts row for %s", b.GoVersion)
 			}
-			covered[b.Version.Minor] = true
+			row, err := row.ForArch(b.Arch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			covered[b.Arch][b.Version.Minor] = true
 			d := dwarfOf(t, path)
 			bk := row.Books
 			gFree := []string{"schedt.gFree.n", "schedt.gFree.stack.size"}
@@ -116,8 +125,10 @@ func TestFactsTable(t *testing.T) {
 		})
 	}
 	for minor := range verified {
-		if !covered[minor] {
-			t.Errorf("verified row go1.%d has no fixture shape checking it", minor)
+		for arch, c := range covered {
+			if !c[minor] {
+				t.Errorf("verified row go1.%d has no %s fixture shape checking it", minor, arch)
+			}
 		}
 	}
 }
@@ -308,5 +319,27 @@ func TestFactsForVersions(t *testing.T) {
 				t.Errorf("WorldStopABI = %v, want %v", f.WorldStopABI, c.worldStop)
 			}
 		})
+	}
+}
+
+// ForArch gives amd64 and arm64 binaries their architecture's books (the
+// same before Go 1.21, when arm64's cache-line padding grew to 128 bytes)
+// and refuses any other architecture.
+func TestFactsForArch(t *testing.T) {
+	for _, row := range probes.FactsTable() {
+		amd, err := row.ForArch(goinspect.AMD64)
+		if err != nil || amd.Books != row.Books || amd.Arch != goinspect.AMD64 {
+			t.Errorf("go1.%d amd64: %+v, %v", row.Minor, amd.Books, err)
+		}
+		arm, err := row.ForArch(goinspect.ARM64)
+		if err != nil || arm.Books != row.ARM64Books || arm.Arch != goinspect.ARM64 {
+			t.Errorf("go1.%d arm64: %+v, %v", row.Minor, arm.Books, err)
+		}
+		if same := row.Books == row.ARM64Books; same != (row.Minor < 21) {
+			t.Errorf("go1.%d: arm64 books equal amd64's = %v", row.Minor, same)
+		}
+		if _, err := row.ForArch("riscv64"); !errors.Is(err, goinspect.ErrArchUnsupported) {
+			t.Errorf("go1.%d riscv64: err = %v, want ErrArchUnsupported", row.Minor, err)
+		}
 	}
 }

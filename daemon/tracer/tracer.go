@@ -308,11 +308,14 @@ func (t *Tracer) track(pid int, exec *discovery.Event) bool {
 		}
 		b, err := goinspect.Open(exeLink)
 		if err != nil {
-			if !errors.Is(err, goinspect.ErrNotGo) && !errors.Is(err, goinspect.ErrNotELF) {
+			if !errors.Is(err, goinspect.ErrNotGo) && !errors.Is(err, goinspect.ErrNotELF) || errors.Is(err, goinspect.ErrMalformed) {
 				if _, statErr := os.Stat(exeLink); statErr != nil {
 					return false // exited before we could open it: nothing to trace
 				}
 				log.Warn("cannot inspect binary", "err", err)
+				// A forged file (past the parse budget, impossible headers)
+				// is shown with its reason, as a layout that does not check out.
+				t.refuse(api.BinaryStatus{Path: exe, Errors: []string{err.Error()}})
 			}
 			t.skip(key)
 			return false

@@ -185,9 +185,14 @@ var daemonBuild struct {
 	err  error
 }
 
-// DaemonBinary builds gopulsed once per test process.
+// DaemonBinary builds gopulsed once per test process, or returns
+// $GOPULSE_E2E_DAEMON when set (to measure another build, e.g. main's,
+// with the same tests).
 func DaemonBinary(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("GOPULSE_E2E_DAEMON"); p != "" {
+		return p
+	}
 	daemonBuild.once.Do(func() {
 		dir, err := os.MkdirTemp("", "gopulsed-e2e")
 		if err != nil {

@@ -93,6 +93,19 @@ func ReleaseShapes() []Shape {
 	return out
 }
 
+// ARM64ReleaseShapes returns one arm64 static shape per release between
+// those of ARM64Shapes (Go 1.21 to 1.25), for checks of the facts table's
+// arm64 books: cross-built, inspected, never run.
+func ARM64ReleaseShapes() []Shape {
+	var out []Shape
+	for _, s := range ReleaseShapes() {
+		s.Name = strings.TrimSuffix(s.Name, "-static") + "-arm64-static"
+		s.Arch = "arm64"
+		out = append(out, s)
+	}
+	return out
+}
+
 // toolchain says how to run one toolchain's go command.
 type toolchain struct {
 	goCmd       string // absolute path or name on PATH

@@ -155,6 +155,9 @@ func (f *Family) site(b *goinspect.Binary, fn goinspect.Func, facts probes.Facts
 	if err != nil {
 		return nil, err
 	}
+	if err := b.ClaimSites(fn, 1, "CALL runtime.mProf_Flush"); err != nil {
+		return nil, err
+	}
 	addrs, err := rtstate.Locate(b, facts)
 	if err != nil {
 		return nil, err

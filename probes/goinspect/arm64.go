@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"unsafe"
 
 	"golang.org/x/arch/arm64/arm64asm"
 )
@@ -20,7 +21,8 @@ type InstARM64 struct {
 	// LSE is set for an ARMv8.1 atomic (CAS*, SWP*, LD<op>*), which the Go
 	// runtime's atomics use and arm64asm v0.33 does not decode (go tool
 	// objdump prints "?" too). Recognised by their architectural fixed
-	// bits (isLSE); none of them branches or returns. Op is then zero.
+	// bits (isLSE); none of them branches or returns. Op is then zero and
+	// Enc the word.
 	LSE bool
 	// Data is set for a word of a literal pool: the target of a PC-relative
 	// load (LDR/LDRSW literal) of this function. The Go assembler puts
@@ -53,10 +55,17 @@ func (b *Binary) CodeARM64(f Func) (insts []InstARM64, err error) {
 	if b.Arch != ARM64 {
 		return nil, fmt.Errorf("%s: %s: arm64 decoding of an %s binary: %w", b.Path, f.Name, b.Arch, ErrArchUnsupported)
 	}
+	b.budget.begin()
+	defer b.budget.end()
 	code, err := b.funcBytes(f)
 	if err != nil {
 		return nil, err
 	}
+	return b.decodeARM64(f, code)
+}
+
+// decodeARM64 decodes code, f's bytes, within the budget.
+func (b *Binary) decodeARM64(f Func, code []byte) (insts []InstARM64, err error) {
 	if len(code)%4 != 0 || f.Entry%4 != 0 {
 		return nil, fmt.Errorf("%s: %s: range [%#x, %#x) is not whole 4-byte words", b.Path, f.Name, f.Entry, f.End)
 	}
@@ -65,9 +74,16 @@ func (b *Binary) CodeARM64(f Func) (insts []InstARM64, err error) {
 			insts, err = nil, fmt.Errorf("%s: %s: arm64 decoder panic: %v", b.Path, f.Name, r)
 		}
 	}()
+	// literalWords decodes each word once more: bounded by maxFuncSize.
 	data := literalWords(f.Entry, code)
+	if err := b.budget.charge(uint64(len(code)/4)*uint64(unsafe.Sizeof(InstARM64{})), "decoding "+f.Name); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+	}
 	insts = make([]InstARM64, 0, len(code)/4)
 	for off := 0; off < len(code); off += 4 {
+		if err := b.budget.tick(); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+		}
 		if data[f.Entry+uint64(off)] {
 			insts = append(insts, InstARM64{Addr: f.Entry + uint64(off), Data: true})
 			continue
@@ -79,7 +95,8 @@ func (b *Binary) CodeARM64(f Func) (insts []InstARM64, err error) {
 		}
 		inst, err := arm64asm.Decode(word)
 		if err != nil && isLSE(binary.LittleEndian.Uint32(word)) {
-			insts = append(insts, InstARM64{Addr: f.Entry + uint64(off), LSE: true})
+			// Enc keeps the word: its registers are in fixed fields.
+			insts = append(insts, InstARM64{Addr: f.Entry + uint64(off), LSE: true, Inst: arm64asm.Inst{Enc: binary.LittleEndian.Uint32(word)}})
 			continue
 		}
 		if err != nil {
@@ -153,16 +170,6 @@ func literalSize(in arm64asm.Inst) int64 {
 		return 16
 	}
 	return 0
-}
-
-// RequireAMD64 fails with ErrArchUnsupported unless b is an amd64 binary:
-// locators that pattern-match x86 code (what names them) call it first, so
-// that an arm64 binary gets a clear refusal instead of a misdecoding.
-func (b *Binary) RequireAMD64(what string) error {
-	if b.Arch != AMD64 {
-		return fmt.Errorf("%s: %s reads x86 code, not supported on %s yet: %w", b.Path, what, b.Arch, ErrArchUnsupported)
-	}
-	return nil
 }
 
 // HostArch is the architecture this program runs on.

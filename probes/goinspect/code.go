@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -29,16 +30,26 @@ func (b *Binary) Code(f Func) (insts []Inst, err error) {
 	if b.Arch != AMD64 {
 		return nil, fmt.Errorf("%s: %s: x86 decoding of an %s binary: %w", b.Path, f.Name, b.Arch, ErrArchUnsupported)
 	}
+	b.budget.begin()
+	defer b.budget.end()
 	code, err := b.funcBytes(f)
 	if err != nil {
 		return nil, err
 	}
+	return b.decodeX86(f, code)
+}
+
+// decodeX86 decodes code, f's bytes, within the budget.
+func (b *Binary) decodeX86(f Func, code []byte) (insts []Inst, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			insts, err = nil, fmt.Errorf("%s: %s: x86 decoder panic: %v", b.Path, f.Name, r)
 		}
 	}()
 	for off := 0; off < len(code); {
+		if err := b.chargeInst(f, len(insts)); err != nil {
+			return nil, err
+		}
 		inst, err := x86asm.Decode(code[off:], 64)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: decode at %#x: %w", b.Path, f.Name, f.Entry+uint64(off), err)
@@ -52,13 +63,33 @@ func (b *Binary) Code(f Func) (insts []Inst, err error) {
 	return insts, nil
 }
 
+// instCost is what one decoded instruction costs: the Inst (~200 bytes
+// of prefixes and operand interfaces) and its boxed operands.
+const instCost = uint64(unsafe.Sizeof(Inst{})) + 64
+
+// chargeInst charges the decoding of the n-th instruction of f (in
+// batches of 256) and checks the CPU budget.
+func (b *Binary) chargeInst(f Func, n int) error {
+	if err := b.budget.tick(); err != nil {
+		return fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+	}
+	if n%256 != 0 {
+		return nil
+	}
+	if err := b.budget.charge(256*instCost, "decoding "+f.Name); err != nil {
+		return fmt.Errorf("%s: %s: %w", b.Path, f.Name, err)
+	}
+	return nil
+}
+
 // funcBytes reads f's code, within maxFuncSize.
 func (b *Binary) funcBytes(f Func) ([]byte, error) {
 	if b.elf == nil {
 		return nil, fmt.Errorf("%s: binary is closed", b.Path)
 	}
 	if f.End <= f.Entry || f.End-f.Entry > maxFuncSize {
-		return nil, fmt.Errorf("%s: %s: implausible range [%#x, %#x)", b.Path, f.Name, f.Entry, f.End)
+		return nil, fmt.Errorf("refused: %s: %s: implausible range [%#x, %#x) (%d bytes; the runtime's largest decoded function is ~7 KiB, cap %d): %w",
+			b.Path, f.Name, f.Entry, f.End, f.End-f.Entry, maxFuncSize, ErrMalformed)
 	}
 	code, err := b.readAt(f.Entry, f.End-f.Entry)
 	if err != nil {

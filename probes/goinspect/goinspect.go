@@ -74,10 +74,13 @@ type Binary struct {
 	Stripped bool // no .symtab
 	CGO      bool // built with CGO_ENABLED=1
 
-	file  *os.File
-	size  uint64 // bounds allocations sized from header fields
-	elf   *elf.File
-	funcs map[string]Func
+	file   *os.File
+	size   uint64 // bounds allocations sized from header fields
+	elf    *elf.File
+	funcs  map[string]Func
+	budget *budget
+	raw    *fileReader // the file, reads not charged (see fileReader.free)
+	sites  int         // probe sites handed out (ClaimSites), against MaxSitesPerBinary
 
 	// DWARF is parsed on first use: it is large and only needed when a
 	// probe wants a struct offset.
@@ -164,8 +167,22 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ef, err := elf.NewFile(f)
+	g := &budget{}
+	g.begin()
+	defer g.end()
+	// Every read below goes through r: charged, and bounded by the size
+	// the file has now (a sparse file's holes count: it is the budget, not
+	// the disk, that bounds a claim).
+	snaps, err := checkELF(f, fi.Size())
 	if err != nil {
+		return nil, err
+	}
+	r := &fileReader{f: f, size: fi.Size(), budget: g, snaps: snaps}
+	ef, err := elf.NewFile(r)
+	if err != nil {
+		if errors.Is(err, ErrBudget) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: %v", ErrNotELF, err)
 	}
 	var arch Arch
@@ -180,8 +197,11 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 		return nil, fmt.Errorf("unsupported architecture %v/%v/%v: %w", ef.Machine, ef.Class, ef.Data, ErrNotELF)
 	}
 
-	bi, err := buildinfo.Read(f)
+	bi, err := buildinfo.Read(r)
 	if err != nil {
+		if errors.Is(err, ErrBudget) {
+			return nil, err
+		}
 		if err.Error() == ErrNotGo.Error() {
 			// debug/buildinfo's own sentinel is unexported; avoid saying it twice.
 			return nil, ErrNotGo
@@ -206,6 +226,8 @@ func newBinary(path string, f *os.File) (b *Binary, err error) {
 		file:      f,
 		size:      uint64(fi.Size()),
 		elf:       ef,
+		budget:    g,
+		raw:       &fileReader{f: f, size: fi.Size(), budget: g, snaps: snaps, free: true},
 	}
 	for _, p := range ef.Progs {
 		if p.Type == elf.PT_INTERP {
@@ -268,6 +290,9 @@ func (b *Binary) readAt(vaddr, n uint64) ([]byte, error) {
 	p := b.loadSegment(vaddr, n)
 	if p == nil {
 		return nil, fmt.Errorf("address range %#x+%d is not in a file-backed PT_LOAD segment", vaddr, n)
+	}
+	if err := b.budget.need(n, "a read of code or data"); err != nil {
+		return nil, err
 	}
 	buf := make([]byte, n)
 	if _, err := p.ReadAt(buf, int64(vaddr-p.Vaddr)); err != nil {

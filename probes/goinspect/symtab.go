@@ -28,6 +28,8 @@ func (b *Binary) Symbols(names ...string) (map[string]Sym, error) {
 	if b.elf == nil {
 		return nil, fmt.Errorf("%s: binary is closed", b.Path)
 	}
+	b.budget.begin()
+	defer b.budget.end()
 	symtab := b.elf.Section(".symtab")
 	if symtab == nil || symtab.Type != elf.SHT_SYMTAB {
 		return nil, fmt.Errorf("%s: %w (no .symtab)", b.Path, ErrNoSymbol)
@@ -40,19 +42,27 @@ func (b *Binary) Symbols(names ...string) (map[string]Sym, error) {
 		symtab.Flags&elf.SHF_COMPRESSED != 0 || strtab.Flags&elf.SHF_COMPRESSED != 0 {
 		return nil, fmt.Errorf("%s: .symtab of %d bytes (strings %d) is beyond what gopulse reads", b.Path, symtab.Size, strtab.Size)
 	}
+	if err := b.budget.need(strtab.Size, "the .symtab string table"); err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Path, err)
+	}
 	strs := make([]byte, strtab.Size)
 	if _, err := strtab.ReadAt(strs, 0); err != nil {
 		return nil, fmt.Errorf("%s: read .strtab: %w", b.Path, err)
 	}
 	want := map[string]bool{}
+	longest := 0
 	for _, n := range names {
 		want[n] = true
+		longest = max(longest, len(n))
 	}
 	out := map[string]Sym{}
 	const entSize = 24 // Elf64_Sym
 	r := bufio.NewReaderSize(io.NewSectionReader(symtab, 0, int64(symtab.Size)), 64<<10)
 	var ent [entSize]byte
 	for n := uint64(0); n < symtab.Size/entSize && len(out) < len(want); n++ {
+		if err := b.budget.tick(); err != nil {
+			return nil, fmt.Errorf("%s: .symtab: %w", b.Path, err)
+		}
 		if _, err := io.ReadFull(r, ent[:]); err != nil {
 			return nil, fmt.Errorf("%s: read .symtab: %w", b.Path, err)
 		}
@@ -60,7 +70,10 @@ func (b *Binary) Symbols(names ...string) (map[string]Sym, error) {
 		if off >= uint64(len(strs)) {
 			continue
 		}
-		end := bytes.IndexByte(strs[off:], 0)
+		// Only names as long as the ones wanted matter: a scan bounded by
+		// them keeps a string table without NULs from costing its size
+		// per symbol.
+		end := bytes.IndexByte(strs[off:min(uint64(len(strs)), off+uint64(longest)+1)], 0)
 		if end < 0 || !want[string(strs[off:off+uint64(end)])] {
 			continue
 		}

@@ -24,14 +24,18 @@ var mheapUsers = []string{
 // word without .symtab: the RIP-relative LEA into AX right before a call of
 // runtime.lock2 in the functions known to lock it (mheap.lock is mheap's
 // first field and mutex.key the mutex's, lock ranking being off in release
-// builds). At least two functions must agree and none may disagree.
+// builds). At least two functions must agree and none may disagree. On
+// arm64: the ADRP+ADD of the address into R0 (mheapLockAddrARM64).
 func MheapLockAddr(b *goinspect.Binary) (uint64, error) {
-	if err := b.RequireAMD64("mheaplock.MheapLockAddr"); err != nil {
+	if err := requireArch(b, "mheaplock.MheapLockAddr"); err != nil {
 		return 0, err
 	}
 	lock2, err := b.Func("runtime.lock2")
 	if err != nil {
 		return 0, err
+	}
+	if b.Arch == goinspect.ARM64 {
+		return mheapLockAddrARM64(b, lock2)
 	}
 	var found uint64
 	agree := 0
@@ -74,19 +78,32 @@ func MheapLockAddr(b *goinspect.Binary) (uint64, error) {
 // implementation (it sleeps in runtime.semasleep) rather than the futex one
 // (runtime.futexsleep).
 func SpinbitLock(b *goinspect.Binary) (bool, error) {
-	if err := b.RequireAMD64("mheaplock.SpinbitLock"); err != nil {
+	if err := requireArch(b, "mheaplock.SpinbitLock"); err != nil {
 		return false, err
 	}
 	lock2, err := b.Func("runtime.lock2")
 	if err != nil {
 		return false, err
 	}
+	sema, _ := b.Func("runtime.semasleep")
+	futex, _ := b.Func("runtime.futexsleep")
+	if b.Arch == goinspect.ARM64 {
+		code, err := b.CodeARM64(lock2)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case sema.Entry != 0 && callsARM64(code, sema.Entry):
+			return true, nil
+		case futex.Entry != 0 && callsARM64(code, futex.Entry):
+			return false, nil
+		}
+		return false, fmt.Errorf("%s: runtime.lock2 calls neither semasleep nor futexsleep", b.Path)
+	}
 	code, err := b.Code(lock2)
 	if err != nil {
 		return false, err
 	}
-	sema, _ := b.Func("runtime.semasleep")
-	futex, _ := b.Func("runtime.futexsleep")
 	for _, in := range code {
 		if in.Op != x86asm.CALL {
 			continue
@@ -102,6 +119,15 @@ func SpinbitLock(b *goinspect.Binary) (bool, error) {
 	return false, fmt.Errorf("%s: runtime.lock2 calls neither semasleep nor futexsleep", b.Path)
 }
 
+// requireArch refuses binaries of an architecture whose code the
+// locators do not read (amd64 and arm64 they do).
+func requireArch(b *goinspect.Binary, what string) error {
+	if b.Arch != goinspect.AMD64 && b.Arch != goinspect.ARM64 {
+		return fmt.Errorf("%s: %s: %s code: %w", b.Path, what, b.Arch, goinspect.ErrArchUnsupported)
+	}
+	return nil
+}
+
 var errNoSite = errors.New("no usable CALL runtime.semasleep site")
 
 // SleepSites locates, in a spin-bit runtime.lock2, each `CALL
@@ -109,14 +135,18 @@ var errNoSite = errors.New("no usable CALL runtime.semasleep site")
 // the base of the `LOCK CMPXCHG` that queued the M on the lock just
 // before. It refuses a site unless the code from the CMPXCHG to the CALL is
 // straight-line (no other jump lands in between) and leaves that register
-// alone, so the register read at the CALL is the lock's address.
+// alone, so the register read at the CALL is the lock's address. On arm64
+// the lock is read from lock2's argument spill slot (sleepSitesARM64).
 func SleepSites(b *goinspect.Binary, fn goinspect.Func, _ probes.Facts) ([]probes.Site, error) {
-	if err := b.RequireAMD64("mheaplock.SleepSites"); err != nil {
+	if err := requireArch(b, "mheaplock.SleepSites"); err != nil {
 		return nil, err
 	}
 	sema, err := b.Func("runtime.semasleep")
 	if err != nil {
 		return nil, err
+	}
+	if b.Arch == goinspect.ARM64 {
+		return sleepSitesARM64(b, fn, sema)
 	}
 	code, err := b.Code(fn)
 	if err != nil {
@@ -139,6 +169,10 @@ func SleepSites(b *goinspect.Binary, fn goinspect.Func, _ probes.Facts) ([]probe
 	}
 	if len(sites) == 0 {
 		return nil, fmt.Errorf("%s: %s: %w", b.Path, fn.Name, errNoSite)
+	}
+	// Each is a uprobe: a forged lock2 of thousands of them is refused.
+	if err := b.ClaimSites(fn, len(sites), "CALL runtime.semasleep"); err != nil {
+		return nil, err
 	}
 	return sites, nil
 }

@@ -29,8 +29,10 @@ const (
 type mheaplockLockContract uint32
 
 const (
-	mheaplockLockContractLOCK_MAX_PROCS   mheaplockLockContract = 16384
-	mheaplockLockContractLOCK_MAX_THREADS mheaplockLockContract = 16384
+	mheaplockLockContractLOCK_MAX_PROCS    mheaplockLockContract = 16384
+	mheaplockLockContractLOCK_MAX_THREADS  mheaplockLockContract = 16384
+	mheaplockLockContractLOCK_COOKIE_DEREF mheaplockLockContract = 256
+	mheaplockLockContractLOCK_REG_SP       mheaplockLockContract = 31
 )
 
 type mheaplockLockProc struct {

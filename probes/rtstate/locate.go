@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/gopulse/gopulse/probes"
@@ -94,30 +95,33 @@ func FromSymtab(b *goinspect.Binary) (Addrs, error) {
 }
 
 // LocateInCode finds the books without .symtab, from the code of runtime
-// functions present in every binary (Go 1.19-1.27):
+// functions present in every binary (Go 1.19-1.27), amd64 or arm64:
 //   - work, memstats, gcController: gcMarkTermination and gcStart address
-//     their fields RIP-relative; each struct's base is the address that
+//     their fields RIP-relative (amd64) or ADRP-based (arm64, resolved by
+//     goinspect.GlobalRefsARM64; an ADD'ed address counts as a LEA); each
+//     struct's base is the address that
 //     most distinct known fields agree on (at least 3 for work and
 //     memstats, 2 for gcController, whose receiver LEA counts), and it
 //     must be the only one with that many;
 //   - sched: from sched.timeToRun, located in casgstatus (probes/sched);
-//   - allp: the one 16-byte slice header (ptr, len) gcStart loads that is
-//     in none of the structures above (gcStart ranges over allp);
+//   - allp: the one 16-byte slice header (ptr, len) gcStart loads, never
+//     stores, that is in none of the structures above (gcStart ranges over
+//     allp);
 //   - allglen: allgadd's atomic store of len(allgs) (an XCHG into the
-//     LEA'd address of a value loaded from allgs+8, allgs being the one
-//     slice header it appends to).
+//     LEA'd address, or an STLR to the ADRP+ADD'ed one, of a value loaded
+//     from allgs+8, allgs being the one slice header it appends to).
 func LocateInCode(b *goinspect.Binary, f probes.Facts) (Addrs, error) {
-	if err := b.RequireAMD64("rtstate.LocateInCode"); err != nil {
-		return Addrs{}, err
+	if b.Arch != goinspect.AMD64 && b.Arch != goinspect.ARM64 {
+		return Addrs{}, fmt.Errorf("%s: rtstate.LocateInCode: %s code: %w", b.Path, b.Arch, goinspect.ErrArchUnsupported)
 	}
 	bk := f.Books
 	var refs []ref
 	for _, name := range []string{"runtime.gcMarkTermination", "runtime.gcStart"} {
-		code, err := funcCode(b, name)
+		r, err := funcRefs(b, name)
 		if err != nil {
 			return Addrs{}, err
 		}
-		refs = append(refs, memRefs(code)...)
+		refs = append(refs, r...)
 	}
 	var a Addrs
 	var err error
@@ -149,7 +153,7 @@ func LocateInCode(b *goinspect.Binary, f probes.Facts) (Addrs, error) {
 	}
 	a.Sched = ttr - uint64(bk.SchedTimeToRun)
 
-	start, err := funcCode(b, "runtime.gcStart")
+	start, err := funcRefs(b, "runtime.gcStart")
 	if err != nil {
 		return Addrs{}, err
 	}
@@ -157,11 +161,12 @@ func LocateInCode(b *goinspect.Binary, f probes.Facts) (Addrs, error) {
 	if a.Allp, err = sliceHeader(start, known); err != nil {
 		return Addrs{}, fmt.Errorf("%s: runtime.gcStart: allp: %w", b.Path, err)
 	}
-	add, err := funcCode(b, "runtime.allgadd")
-	if err != nil {
-		return Addrs{}, err
+	if b.Arch == goinspect.ARM64 {
+		a.Allglen, err = allglenARM64(b)
+	} else {
+		a.Allglen, err = allglenAMD64(b)
 	}
-	if a.Allglen, err = allglen(add); err != nil {
+	if err != nil {
 		return Addrs{}, fmt.Errorf("%s: runtime.allgadd: %w", b.Path, err)
 	}
 	a.From = "code"
@@ -192,11 +197,49 @@ func ripTargets(code []goinspect.Inst) []uint64 {
 	return out
 }
 
-// ref is a RIP-relative memory operand: its address and how it is used
-// (the width of the load or store, or lea for an address taken).
+// ref is a use of a global's address: an x86 RIP-relative memory
+// operand, or an arm64 ADRP-based address (goinspect.GlobalRefsARM64);
+// its address and how it is used (the width of the load or store, or lea
+// for an address taken). load8 marks an 8-byte load into a register,
+// store a store to the address.
 type ref struct {
-	addr  uint64
-	width int
+	addr         uint64
+	width        int
+	load8, store bool
+}
+
+// funcRefs returns the global references of the named function's code,
+// of either architecture.
+func funcRefs(b *goinspect.Binary, name string) ([]ref, error) {
+	fn, err := b.Func(name)
+	if err != nil {
+		return nil, err
+	}
+	if b.Arch == goinspect.ARM64 {
+		code, err := b.CodeARM64(fn)
+		if err != nil {
+			return nil, err
+		}
+		return armRefs(goinspect.GlobalRefsARM64(code)), nil
+	}
+	code, err := b.Code(fn)
+	if err != nil {
+		return nil, err
+	}
+	return memRefs(code), nil
+}
+
+func armRefs(rs []goinspect.RefARM64) []ref {
+	out := make([]ref, 0, len(rs))
+	for _, r := range rs {
+		w := r.Width
+		if r.Kind == goinspect.RefAddr {
+			w = lea
+		}
+		out = append(out, ref{addr: r.Addr, width: w, load8: r.Kind == goinspect.RefLoad && r.Width == 8,
+			store: r.Kind == goinspect.RefStore || r.Kind == goinspect.RefAtomic})
+	}
+	return out
 }
 
 // lea marks a field whose address is taken (LEA), an array's say.
@@ -225,7 +268,8 @@ func memRefs(code []goinspect.Inst) []ref {
 			if in.Op == x86asm.LEA {
 				w = lea
 			}
-			out = append(out, ref{t, w})
+			_, toReg := in.Args[0].(x86asm.Reg)
+			out = append(out, ref{t, w, in.Op == x86asm.MOV && in.DataSize == 64 && toReg && m == in.Args[1], in.Op == x86asm.MOV && m == in.Args[0]})
 		}
 	}
 	return out
@@ -286,25 +330,22 @@ func inSpans(t uint64, spans []span) bool {
 }
 
 // sliceHeader finds the one pair of 8-byte loads of t and t+8 (a slice's
-// pointer and length) outside the known structures.
-func sliceHeader(code []goinspect.Inst, known []span) (uint64, error) {
-	loads := map[uint64]bool{}
-	for _, in := range code {
-		if in.Op != x86asm.MOV || in.DataSize != 64 {
-			continue
+// pointer and length) outside the known structures, neither of them
+// stored to (gcStart ranges over allp; it updates work.cpuStats, past the
+// known part of work, by loads and stores: measured on arm64, Go 1.23+).
+func sliceHeader(refs []ref, known []span) (uint64, error) {
+	loads, stores := map[uint64]bool{}, map[uint64]bool{}
+	for _, r := range refs {
+		if r.load8 && !inSpans(r.addr, known) {
+			loads[r.addr] = true
 		}
-		if _, ok := in.Args[0].(x86asm.Reg); !ok {
-			continue
-		}
-		if m, ok := in.Args[1].(x86asm.Mem); ok && m.Base == x86asm.RIP {
-			if t, ok := in.Target(); ok && !inSpans(t, known) {
-				loads[t] = true
-			}
+		if r.store {
+			stores[r.addr] = true
 		}
 	}
 	var found []uint64
 	for t := range loads {
-		if loads[t+8] {
+		if loads[t+8] && !stores[t] && !stores[t+8] {
 			found = append(found, t)
 		}
 	}
@@ -315,22 +356,35 @@ func sliceHeader(code []goinspect.Inst, known []span) (uint64, error) {
 	return found[0], nil
 }
 
-// allglen finds allgadd's `MOVQ allgs+8(SB), R1; LEAQ allglen(SB), R2;
-// XCHGQ R1, 0(R2)`: the slice appended to (allgs) is the base whose +0,
+// allgs returns the one slice appended to among addrs: the base whose +0,
 // +8 and +16 are all referenced.
-func allglen(code []goinspect.Inst) (uint64, error) {
+func allgs(addrs []uint64) (uint64, error) {
 	refs := map[uint64]bool{}
-	for _, t := range ripTargets(code) {
+	for _, t := range addrs {
 		refs[t] = true
 	}
-	var allgs []uint64
+	var found []uint64
 	for t := range refs {
 		if refs[t+8] && refs[t+16] {
-			allgs = append(allgs, t)
+			found = append(found, t)
 		}
 	}
-	if len(allgs) != 1 {
-		return 0, fmt.Errorf("%d slice headers appended to, want exactly one (allgs)", len(allgs))
+	if len(found) != 1 {
+		return 0, fmt.Errorf("%d slice headers appended to, want exactly one (allgs)", len(found))
+	}
+	return found[0], nil
+}
+
+// allglenAMD64 finds allgadd's `MOVQ allgs+8(SB), R1; LEAQ allglen(SB),
+// R2; XCHGQ R1, 0(R2)`.
+func allglenAMD64(b *goinspect.Binary) (uint64, error) {
+	code, err := funcCode(b, "runtime.allgadd")
+	if err != nil {
+		return 0, err
+	}
+	allgs, err := allgs(ripTargets(code))
+	if err != nil {
+		return 0, err
 	}
 	var found []uint64
 	for i, in := range code {
@@ -352,8 +406,46 @@ func allglen(code []goinspect.Inst) (uint64, error) {
 		}
 		t, ok := lea.Target()
 		src, ok2 := load.Target()
-		if ok && ok2 && src == allgs[0]+8 {
+		if ok && ok2 && src == allgs+8 {
 			found = append(found, t)
+		}
+	}
+	if len(found) != 1 {
+		return 0, fmt.Errorf("%d atomic stores of len(allgs), want exactly one (allglen)", len(found))
+	}
+	return found[0], nil
+}
+
+// allglenARM64 finds allgadd's atomic store of len(allgs) on arm64:
+// `MOVD allgs+8(SB), R1` (ADRP+LDR), `MOVD $allglen(SB), R2` (ADRP+ADD),
+// `STLR R1, (R2)`: an 8-byte store-release of the register last loaded
+// from allgs+8 to a global address.
+func allglenARM64(b *goinspect.Binary) (uint64, error) {
+	fn, err := b.Func("runtime.allgadd")
+	if err != nil {
+		return 0, err
+	}
+	code, err := b.CodeARM64(fn)
+	if err != nil {
+		return 0, err
+	}
+	rs := goinspect.GlobalRefsARM64(code)
+	addrs := make([]uint64, len(rs))
+	for i, r := range rs {
+		addrs[i] = r.Addr
+	}
+	allgs, err := allgs(addrs)
+	if err != nil {
+		return 0, err
+	}
+	targets := goinspect.JumpTargetsARM64(code)
+	var found []uint64
+	for _, r := range rs {
+		if r.Kind != goinspect.RefAtomic || r.Width != 8 || r.Reg < 0 || code[r.Index].Op != arm64asm.STLR {
+			continue
+		}
+		if v, err := goinspect.SetBy(code, rs, targets, r.Index, r.Reg, 8); err == nil && v.Kind == goinspect.RefLoad && v.Width == 8 && v.Addr == allgs+8 {
+			found = append(found, r.Addr)
 		}
 	}
 	if len(found) != 1 {

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"sync"
 
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/gopulse/gopulse/probes"
@@ -40,17 +41,22 @@ const SamplePeriod = 8
 // it: either `LEAQ runtime.sched+off(SB), AX` right before `CALL
 // runtime.(*timeHistogram).record` (Go 1.26, 1.27), or, where record is
 // inlined (Go 1.19), the two RIP-relative LEAs of the inlined code that are
-// exactly the counts array and the underflow counter after it apart.
+// exactly the counts array and the underflow counter after it apart. On
+// arm64 the same with ADRP+ADD for LEA and R0 for AX (timeToRunARM64).
 func TimeToRunAddr(b *goinspect.Binary, h probes.TimeHist) (uint64, error) {
-	if err := b.RequireAMD64("sched.TimeToRunAddr"); err != nil {
-		return 0, err
-	}
 	if !h.Valid() {
 		return 0, fmt.Errorf("%s: no timeHistogram layout known for %s", b.Path, b.GoVersion)
 	}
 	fn, err := b.Func("runtime.casgstatus")
 	if err != nil {
 		return 0, err
+	}
+	switch b.Arch {
+	case goinspect.AMD64:
+	case goinspect.ARM64:
+		return timeToRunARM64(b, fn, h)
+	default:
+		return 0, fmt.Errorf("%s: sched.TimeToRunAddr: %s code: %w", b.Path, b.Arch, goinspect.ErrArchUnsupported)
 	}
 	code, err := b.Code(fn)
 	if err != nil {
@@ -136,17 +142,82 @@ func leaIntoAX(code []goinspect.Inst, call int, targets map[uint64]bool) (uint64
 	return 0, errors.New("no receiver load within reach of the call")
 }
 
+// timeToRunARM64 is TimeToRunAddr for arm64 code: `MOVD
+// $runtime.sched+off(SB), R0` (ADRP+ADD) straight before each `BL
+// runtime.(*timeHistogram).record`, or, inlined, the one pair of ADRP+ADD
+// addresses a, a+8n; then the layout's bounds checks in the recording
+// code.
+func timeToRunARM64(b *goinspect.Binary, fn goinspect.Func, h probes.TimeHist) (uint64, error) {
+	code, err := b.CodeARM64(fn)
+	if err != nil {
+		return 0, err
+	}
+	refs := goinspect.GlobalRefsARM64(code)
+	targets := goinspect.JumpTargetsARM64(code)
+	var addr uint64
+	recordCode := code
+	if rec, err := b.Func("runtime.(*timeHistogram).record"); err == nil {
+		for i, in := range code {
+			if t, ok := in.BranchTarget(); !ok || in.Op != arm64asm.BL || t != rec.Entry {
+				continue
+			}
+			r, err := goinspect.SetBy(code, refs, targets, i, 0, 8)
+			if err != nil || r.Kind != goinspect.RefAddr {
+				return 0, fmt.Errorf("%s: call of timeHistogram.record at %#x: receiver not a global address: %v", b.Path, in.Addr, err)
+			}
+			if addr != 0 && r.Addr != addr {
+				return 0, fmt.Errorf("%s: casgstatus records into two histograms (%#x, %#x)", b.Path, addr, r.Addr)
+			}
+			addr = r.Addr
+		}
+		if addr != 0 {
+			if recordCode, err = b.CodeARM64(rec); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if addr == 0 {
+		var leas []uint64
+		for _, r := range refs {
+			if r.Kind == goinspect.RefAddr {
+				leas = append(leas, r.Addr)
+			}
+		}
+		if addr, err = pairApart(leas, h); err != nil {
+			return 0, fmt.Errorf("%s: %w", b.Path, err)
+		}
+	}
+	cmps := goinspect.CmpImmsARM64(recordCode)
+	if err := checkBounds(cmps, h); err != nil {
+		return 0, fmt.Errorf("%s (%s): %w", b.Path, b.GoVersion, err)
+	}
+	if !b.Writable(addr, uint64(h.Size())) {
+		return 0, fmt.Errorf("%s: sched.timeToRun candidate %#x is not in a writable segment", b.Path, addr)
+	}
+	return addr, nil
+}
+
 // inlinedRecord finds the one pair of RIP-relative LEA targets a, a+8·n
 // (counts, underflow) for the layout's n counts.
 func inlinedRecord(code []goinspect.Inst, h probes.TimeHist) (uint64, error) {
-	leas := map[uint64]bool{}
+	var addrs []uint64
 	for _, in := range code {
 		if in.Op != x86asm.LEA {
 			continue
 		}
 		if t, ok := in.Target(); ok {
-			leas[t] = true
+			addrs = append(addrs, t)
 		}
+	}
+	return pairApart(addrs, h)
+}
+
+// pairApart finds the one pair of addresses a, a+8·n (counts, underflow)
+// among addrs.
+func pairApart(addrs []uint64, h probes.TimeHist) (uint64, error) {
+	leas := map[uint64]bool{}
+	for _, a := range addrs {
+		leas[a] = true
 	}
 	var found []uint64
 	for a := range leas {
@@ -170,10 +241,6 @@ func inlinedRecord(code []goinspect.Inst, h probes.TimeHist) (uint64, error) {
 // bucket index with the number of buckets; Go 1.19 compares the
 // super-bucket's first index with the length of counts.
 func checkLayout(code []goinspect.Inst, h probes.TimeHist) error {
-	want := []int64{int64(h.Counts())}
-	if h.SuperBuckets == 0 {
-		want = []int64{int64(h.MinBucketBits), int64(h.MaxBucketBits - h.MinBucketBits + 1)}
-	}
 	seen := map[int64]bool{}
 	for _, in := range code {
 		if in.Op != x86asm.CMP {
@@ -182,6 +249,16 @@ func checkLayout(code []goinspect.Inst, h probes.TimeHist) error {
 		if imm, ok := in.Args[1].(x86asm.Imm); ok {
 			seen[int64(imm)] = true
 		}
+	}
+	return checkBounds(seen, h)
+}
+
+// checkBounds checks that the immediates seen compared with include the
+// bounds layout h implies (see checkLayout).
+func checkBounds(seen map[int64]bool, h probes.TimeHist) error {
+	want := []int64{int64(h.Counts())}
+	if h.SuperBuckets == 0 {
+		want = []int64{int64(h.MinBucketBits), int64(h.MaxBucketBits - h.MinBucketBits + 1)}
 	}
 	for _, w := range want {
 		if !seen[w] {

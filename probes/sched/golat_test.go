@@ -21,9 +21,11 @@ import (
 
 // sched.timeToRun found by disassembly (what stripped binaries need) is
 // .symtab's runtime.sched plus DWARF's offset of schedt.timeToRun, on every
-// shape; on stripped ones it is found at all.
+// shape, amd64 and arm64 (cross-built, inspected only); on stripped ones
+// it is found at all.
 func TestTimeToRunAddr(t *testing.T) {
-	for _, shape := range fixturebuild.Shapes() {
+	shapes := append(fixturebuild.Shapes(), fixturebuild.ARM64Shapes()...)
+	for _, shape := range append(shapes, fixturebuild.ARM64ReleaseShapes()...) {
 		t.Run(shape.Name, func(t *testing.T) {
 			path := fixturebuild.Build(t, "pingpong", shape)
 			b, err := goinspect.Open(path)
