@@ -82,10 +82,12 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.Probes }, check: checkProbes},
 	{key: "history", flag: "history", help: "GC cycles kept per process",
 		ptr: func(c *Config) any { return &c.History }, check: intRange(1, 100000)},
-	{key: "max_pids", flag: "max-pids", help: "Go processes tracked at once; more are counted as dropped",
-		ptr: func(c *Config) any { return &c.MaxPIDs }, check: intRange(1, 1<<22)},
+	// At most 262144 (probes.MaxProcEntries): the per-process BPF maps
+	// are sized from it before they are loaded.
+	{key: "max_pids", flag: "max-pids", help: "Go processes tracked at once (at most 262144: the kernel-side maps are sized from it); more are counted as dropped",
+		ptr: func(c *Config) any { return &c.MaxPIDs }, check: intRange(1, 1<<18)},
 	{key: "max_binaries", flag: "max-binaries", help: "Go executables (inodes) probed at once",
-		ptr: func(c *Config) any { return &c.MaxBinaries }, check: intRange(1, 1<<20)},
+		ptr: func(c *Config) any { return &c.MaxBinaries }, check: intRange(1, 1<<16)},
 	{key: "forget_after", flag: "forget-after", help: "how long an exited process stays listed",
 		ptr: func(c *Config) any { return &c.ForgetAfter }, check: positiveDuration},
 	{key: "proc", flag: "proc", help: "procfs mount point",
