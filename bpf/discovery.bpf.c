@@ -7,6 +7,7 @@
 #include "gopulse.h"
 #include <bpf/bpf_core_read.h>
 #include "discovery.h"
+#include "share.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -17,9 +18,18 @@ struct {
 
 DEFINE_LOST_COUNTER(proc_lost);
 
+/* Per-UID shares of proc_events' exec events (share.h): one user's exec
+ * storm, while the reader lags, does not crowd out other users' execs
+ * (a lost exec costs a /proc rescan, and a short-lived process of
+ * another user is missed). Exits are not shared: few, and a lost one is
+ * found by the sweep. */
+DEFINE_SHARES(proc_shares);
+
 const struct disc_event *unused_disc_event __attribute__((unused));
 const enum disc_contract *unused_disc_contract __attribute__((unused));
 const enum disc_event_kind *unused_disc_event_kind __attribute__((unused));
+const struct gp_share *unused_gp_share __attribute__((unused));
+const enum share_contract *unused_share_contract __attribute__((unused));
 
 static __always_inline struct disc_event *reserve(__u8 kind, __u32 pid)
 {
@@ -44,6 +54,8 @@ SEC("raw_tp/sched_process_exec")
 int proc_exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	if (!share_take(&proc_shares, &proc_events, bpf_ktime_get_ns()))
+		return 0;
 	struct disc_event *e = reserve(DISC_EVENT_EXEC, current_tgid());
 	if (!e)
 		return 0;

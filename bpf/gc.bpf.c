@@ -28,6 +28,7 @@
 #include "gopulse.h"
 #include "cookie.h"
 #include "gc.h"
+#include "share.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -45,6 +46,10 @@ struct {
 
 DEFINE_LOST_COUNTER(gc_lost);
 
+/* Per-UID shares of gc_events (share.h): a runtime.GC() loop takes only
+ * its own user's share of the ring. */
+DEFINE_SHARES(gc_shares);
+
 /* Records whose binary had no layout (a bug, or a layout evicted). */
 DEFINE_LOST_COUNTER(gc_nolayout);
 
@@ -52,6 +57,8 @@ DEFINE_LOST_COUNTER(gc_nolayout);
 const struct gc_record *unused_gc_record __attribute__((unused));
 const struct gc_layout *unused_gc_layout __attribute__((unused));
 const enum gc_contract *unused_gc_contract __attribute__((unused));
+const struct gp_share *unused_gp_share __attribute__((unused));
+const enum share_contract *unused_share_contract __attribute__((unused));
 
 SEC("uprobe")
 int gc_cycle(struct pt_regs *ctx)
@@ -64,6 +71,9 @@ int gc_cycle(struct pt_regs *ctx)
 		return 0;
 	}
 	__u64 bias = ip - l->site;
+	__u64 now = bpf_ktime_get_ns();
+	if (!share_take(&gc_shares, &gc_events, now))
+		return 0;
 	struct gc_record *r = bpf_ringbuf_reserve(&gc_events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(&gc_lost);
@@ -71,7 +81,7 @@ int gc_cycle(struct pt_regs *ctx)
 	}
 	r->pid = current_tgid();
 	r->layout = key;
-	r->ktime = bpf_ktime_get_ns();
+	r->ktime = now;
 #pragma unroll
 	for (int i = 0; i < GC_WINDOWS; i++) {
 		__u32 n = l->len[i];
@@ -81,6 +91,6 @@ int gc_cycle(struct pt_regs *ctx)
 		if (n && bpf_probe_read_user(r->data[i], n, (void *)(l->addr[i] + bias)))
 			r->len[i] = 0;
 	}
-	submit_batched(&gc_events, r, GC_RING_BYTES / 8);
+	submit_batched(&gc_events, r, gp_wake_bytes);
 	return 0;
 }

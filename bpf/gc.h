@@ -9,11 +9,13 @@
  * counters (24), its pause total (16), gcController's pacing (128). */
 /* Enumerators, not macros, so that bpf2go -type gc_contract hands them to
  * Go (probes/gc contract test). GC_MAX_LAYOUTS: binaries with a layout at
- * once (more than --max-binaries allows). */
+ * once, as compiled; the loader sizes gc_layouts at twice --max-binaries. */
 enum gc_contract {
 	GC_WINDOWS = 4,
 	GC_WINDOW_MAX = 256,
 	GC_MAX_LAYOUTS = 8192,
+	/* The ring's size as compiled; the loader sizes it from --max-pids
+	 * (probes.Env.RingBytes). */
 	GC_RING_BYTES = 1 << 21,
 };
 

@@ -13,12 +13,17 @@
  */
 #include "gopulse.h"
 #include "madvise.h"
+#include "share.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/* Entries are created by user space only (Track), so they need no
+ * preallocation: the memory follows the processes traced, and
+ * max_entries (--max-pids) is only the bound. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MADV_MAX_PROCS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32); /* tgid */
 	__type(value, struct madv_totals);
 } madv_procs SEC(".maps");
@@ -30,8 +35,19 @@ struct {
 
 DEFINE_LOST_COUNTER(madv_lost);
 
+/* Per-UID shares of madv_events (share.h): a madvise storm takes only its
+ * own user's share of the ring. The totals above are counted before the
+ * share is asked: they stay exact for everyone. */
+DEFINE_SHARES(madv_shares);
+
+/* madvise calls not counted because madv_inflight was full (the sum of
+ * madv_totals.dropped, for status). */
+DEFINE_LOST_COUNTER(madv_dropped);
+
 const struct madv_event *unused_madv_event __attribute__((unused));
 const enum madv_contract *unused_madv_contract __attribute__((unused));
+const struct gp_share *unused_gp_share __attribute__((unused));
+const enum share_contract *unused_share_contract __attribute__((unused));
 
 struct madv_args {
 	__u64 start;
@@ -39,10 +55,13 @@ struct madv_args {
 	__s64 advice;
 };
 
-/* sys_enter -> sys_exit of one thread. */
+/* sys_enter -> sys_exit of one thread of a traced process. A plain hash,
+ * not an LRU: an eviction would drop another thread's call silently.
+ * When full, the call is counted as dropped for its process. Entries are
+ * deleted at sys_exit whether or not the process is still traced. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MADV_MAX_THREADS);
 	__type(key, __u32); /* tid */
 	__type(value, struct madv_args);
 } madv_inflight SEC(".maps");
@@ -59,7 +78,12 @@ int madv_enter(struct trace_event_raw_sys_enter *ctx)
 		.advice = (__s64)ctx->args[2],
 	};
 	__u32 tid = current_tid();
-	bpf_map_update_elem(&madv_inflight, &tid, &a, BPF_ANY);
+	if (bpf_map_update_elem(&madv_inflight, &tid, &a, BPF_ANY)) {
+		struct madv_totals *t = bpf_map_lookup_elem(&madv_procs, &tgid);
+		if (t)
+			__sync_fetch_and_add(&t->dropped, 1);
+		count_lost(&madv_dropped);
+	}
 	return 0;
 }
 
@@ -74,14 +98,17 @@ SEC("tracepoint/syscalls/sys_exit_madvise")
 int madv_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	__u32 tgid = current_tgid(), tid = current_tid();
+	/* The call's own entry first (a miss for every untraced process, as
+	 * the madv_procs lookup was): deleted even when the process stopped
+	 * being traced meanwhile, so none is left behind. */
+	struct madv_args *ap = bpf_map_lookup_elem(&madv_inflight, &tid);
+	if (!ap)
+		return 0; /* untraced, or tracked between enter and exit */
+	struct madv_args a = *ap;
+	bpf_map_delete_elem(&madv_inflight, &tid);
 	struct madv_totals *t = bpf_map_lookup_elem(&madv_procs, &tgid);
 	if (!t)
 		return 0;
-	struct madv_args *ap = bpf_map_lookup_elem(&madv_inflight, &tid);
-	if (!ap)
-		return 0; /* tracked between enter and exit */
-	struct madv_args a = *ap;
-	bpf_map_delete_elem(&madv_inflight, &tid);
 	long ret = ctx->ret;
 	__u32 slot = (__u32)a.advice;
 	if (a.advice < 0 || slot >= MADV_SLOTS)
@@ -93,6 +120,9 @@ int madv_exit(struct trace_event_raw_sys_exit *ctx)
 		__sync_fetch_and_add(&t->calls[slot], 1);
 		__sync_fetch_and_add(&t->bytes[slot], a.len);
 	}
+	__u64 now = bpf_ktime_get_ns();
+	if (!share_take(&madv_shares, &madv_events, now))
+		return 0;
 	struct madv_event *e = bpf_ringbuf_reserve(&madv_events, sizeof(*e), 0);
 	if (!e) {
 		count_lost(&madv_lost);
@@ -104,7 +134,7 @@ int madv_exit(struct trace_event_raw_sys_exit *ctx)
 	e->ret = (__s32)ret;
 	e->start = a.start;
 	e->len = a.len;
-	e->ts = bpf_ktime_get_ns();
+	e->ts = now;
 	e->calls = t->calls[slot];
 	e->bytes = t->bytes[slot];
 	e->_pad = 0;
@@ -114,6 +144,20 @@ int madv_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ret == 0 && releases(a.advice))
 		n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), BPF_F_USER_STACK);
 	e->nframes = n > 0 ? (__u32)((__u64)n >> 3) : 0;
-	submit_batched(&madv_events, e, MADV_RING_BYTES / 8);
+	submit_batched(&madv_events, e, gp_wake_bytes);
+	return 0;
+}
+
+/* A new program in a traced process (exec, or a reused PID's first
+ * exec): its totals start from zero, before any of its own calls, so
+ * nothing of the previous program is carried over. Raw tracepoint: no
+ * tracefs, Linux 4.17. */
+SEC("raw_tp/sched_process_exec")
+int madv_exec(void *ctx)
+{
+	__u32 tgid = current_tgid();
+	struct madv_totals *t = bpf_map_lookup_elem(&madv_procs, &tgid);
+	if (t)
+		__builtin_memset(t, 0, sizeof(*t));
 	return 0;
 }

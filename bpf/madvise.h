@@ -7,7 +7,10 @@
  * that bpf2go -type madv_contract generates them for Go
  * (probes/madvise/contract_test.go checks the Go side against them). */
 enum madv_contract {
+	/* Map sizes as compiled; the loader sizes madv_procs from --max-pids
+	 * and madv_inflight from the thread bound (probes.Env). */
 	MADV_MAX_PROCS = 16384,
+	MADV_MAX_THREADS = 65536,
 	/* Advice values 0..30 have their own slot; anything else
 	 * (MADV_HWPOISON, guard pages...) shares slot 31. */
 	MADV_SLOTS = 32,
@@ -30,6 +33,10 @@ struct madv_totals {
 	__u64 calls[MADV_SLOTS];
 	__u64 bytes[MADV_SLOTS];
 	__u64 errors; /* madvise calls that failed (not counted above) */
+	/* madvise calls not counted at all: madv_inflight was full when the
+	 * call began (an honest count, never an eviction of another
+	 * thread's call). */
+	__u64 dropped;
 };
 
 struct madv_event {

@@ -44,15 +44,22 @@ struct lock_wait {
 	__u32 _pad;
 };
 
+/* Entries are created by user space only (Track): no preallocation;
+ * max_entries (--max-pids) bounds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LOCK_MAX_PROCS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32); /* tgid */
 	__type(value, struct lock_proc);
 } lock_procs SEC(".maps");
 
+/* A plain hash, not an LRU: an eviction would lose another thread's wait
+ * silently. Full, the sleep is counted in lock_proc.dropped. Entries go at
+ * the futex's return, or at the thread's exit (a mark semasleep never
+ * slept on). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LOCK_MAX_THREADS);
 	__type(key, __u32); /* tid */
 	__type(value, struct lock_wait);
@@ -122,7 +129,8 @@ static __always_inline void begin_wait(struct lock_proc *p, __u32 tid, struct lo
 		__sync_fetch_and_add(&p->contended, 1);
 	else
 		__sync_fetch_and_add(&p->other_contended, 1);
-	bpf_map_update_elem(&lock_waits, &tid, w, BPF_ANY);
+	if (bpf_map_update_elem(&lock_waits, &tid, w, BPF_ANY))
+		__sync_fetch_and_add(&p->dropped, 1);
 }
 
 SEC("uprobe")
@@ -194,5 +202,26 @@ int lock_futex_exit(struct trace_event_raw_sys_exit *ctx)
 	} else {
 		__sync_fetch_and_add(&p->other_wait_ns, d);
 	}
+	return 0;
+}
+
+/* A new program in a traced process (exec, or a reused PID's first exec):
+ * the lock's address belongs to the old program, so the entry goes, and
+ * the tracer makes the new program's (Track) before its figures count. */
+SEC("raw_tp/sched_process_exec")
+int lock_exec(void *ctx)
+{
+	__u32 tgid = current_tgid();
+	bpf_map_delete_elem(&lock_procs, &tgid);
+	return 0;
+}
+
+/* A thread that exits leaves no wait behind (one hash delete per thread
+ * exit on the host, a miss for nearly all). */
+SEC("raw_tp/sched_process_exit")
+int lock_thread_exit(void *ctx)
+{
+	__u32 tid = current_tid();
+	bpf_map_delete_elem(&lock_waits, &tid);
 	return 0;
 }

@@ -6,6 +6,8 @@
 #include "hist.h"
 
 /* Sizes user space relies on, generated for Go (bpf2go -type). */
+/* Map sizes as compiled; the loader sizes lock_procs from --max-pids and
+ * lock_waits from the thread bound (probes.Env). */
 enum lock_contract {
 	LOCK_MAX_PROCS = 16384,
 	LOCK_MAX_THREADS = 16384, /* threads in a futex sleep or a marked lock2 sleep */
@@ -34,6 +36,9 @@ struct lock_proc {
 	__u64 other_contended;
 	__u64 other_wait_ns;
 	__u64 wait_hist[HIST_BUCKETS]; /* mheap_.lock sleeps, ns */
+	/* Sleeps not timed: lock_waits was full (never another thread's
+	 * wait evicted instead). */
+	__u64 dropped;
 };
 
 #pragma clang diagnostic pop

@@ -21,15 +21,23 @@ struct thread_state {
 	__u64 blocked; /* blocked since; 0: not blocked */
 };
 
+/* Entries are created by user space only (Track): no preallocation, the
+ * memory follows the processes traced; max_entries (--max-pids) bounds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SCHED_MAX_PROCS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32); /* tgid */
 	__type(value, struct sched_proc);
 } sched_procs SEC(".maps");
 
+/* A plain, preallocated hash (created from sched_switch, under the run
+ * queue's lock: no allocation there), not an LRU: evicting a live
+ * thread's state would count it again as a new thread and lose its
+ * timestamps, silently rewriting its process's figures. Full, a thread is
+ * counted in threads_dropped instead. Entries go when the thread exits. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SCHED_MAX_THREADS);
 	__type(key, __u32); /* tid */
 	__type(value, struct thread_state);
@@ -39,6 +47,11 @@ const struct sched_proc *unused_sched_proc __attribute__((unused));
 const enum sched_contract *unused_sched_contract __attribute__((unused));
 const enum hist_contract *unused_hist_contract __attribute__((unused));
 
+/* The most threads one process may hold in sched_threads (set by the
+ * loader: a quarter of the map), so that one process spawning threads
+ * cannot take every other process's room. */
+volatile const __s64 sched_max_proc_threads = SCHED_MAX_THREADS / 4;
+
 /* thread returns tid's state, creating it (and counting the thread) on
  * first sight. */
 static __always_inline struct thread_state *thread(__u32 tid, struct sched_proc *p)
@@ -46,9 +59,16 @@ static __always_inline struct thread_state *thread(__u32 tid, struct sched_proc 
 	struct thread_state *t = bpf_map_lookup_elem(&sched_threads, &tid);
 	if (t)
 		return t;
+	if (p->threads >= sched_max_proc_threads) {
+		__sync_fetch_and_add(&p->threads_dropped, 1);
+		return 0;
+	}
 	struct thread_state zero = {};
-	if (bpf_map_update_elem(&sched_threads, &tid, &zero, BPF_NOEXIST) == 0)
+	long err = bpf_map_update_elem(&sched_threads, &tid, &zero, BPF_NOEXIST);
+	if (err == 0)
 		__sync_fetch_and_add(&p->threads, 1);
+	else if (err != -17 /* EEXIST: another CPU made it */)
+		__sync_fetch_and_add(&p->threads_dropped, 1);
 	return bpf_map_lookup_elem(&sched_threads, &tid);
 }
 
@@ -176,5 +196,25 @@ int BPF_PROG(sched_exit, struct task_struct *task)
 	struct sched_proc *p = bpf_map_lookup_elem(&sched_procs, &tgid);
 	if (p)
 		__sync_fetch_and_add(&p->threads, -1);
+	return 0;
+}
+
+/* A new program in a traced process (exec, or a reused PID's first exec):
+ * its figures start from zero, before its first switch, so nothing of the
+ * previous program is carried over. By now the other threads are gone
+ * (de_thread); the exec'ing thread's state is dropped too (under its old
+ * TID as well, when a non-leader exec'd) and made again, and counted, at
+ * its next wakeup or switch in. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_exec, struct task_struct *task, pid_t old_pid)
+{
+	__u32 tgid = task->tgid, tid = task->pid, old = old_pid;
+	struct sched_proc *p = bpf_map_lookup_elem(&sched_procs, &tgid);
+	if (!p)
+		return 0;
+	bpf_map_delete_elem(&sched_threads, &tid);
+	if (old != tid)
+		bpf_map_delete_elem(&sched_threads, &old);
+	__builtin_memset(p, 0, sizeof(*p));
 	return 0;
 }

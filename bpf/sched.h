@@ -6,6 +6,8 @@
 #include "hist.h"
 
 /* Sizes user space relies on, generated for Go (bpf2go -type). */
+/* Map sizes as compiled; the loader sizes sched_procs from --max-pids and
+ * sched_threads from the thread bound (probes.Env). */
 enum sched_contract {
 	SCHED_MAX_PROCS = 16384,
 	SCHED_MAX_THREADS = 65536,
@@ -26,6 +28,10 @@ struct sched_proc {
 	__u64 voluntary;
 	__u64 involuntary;
 	__s64 threads; /* seen and not exited */
+	/* Thread states not kept: sched_threads was full, or the process
+	 * had sched_max_proc_threads already. Such a thread's switches are
+	 * not timed; never another thread's state evicted instead. */
+	__u64 threads_dropped;
 };
 
 #pragma clang diagnostic pop

@@ -97,3 +97,18 @@ func (t *Totals[V]) Lookup(pid uint32) (V, bool) {
 
 // Backlog: totals are polled, nothing queues; consumed counts reads.
 func (t *Totals[V]) Backlog() (int, uint64) { return 0, t.consumed.Load() }
+
+// Each hands every entry of a per-process map to fn, without counting it
+// as consumed (status reads it; Poll is the reader's).
+func Each[V any](m *ebpf.Map, fn func(pid uint32, v *V)) error {
+	var pid uint32
+	var v V
+	it := m.Iterate()
+	for it.Next(&pid, &v) {
+		fn(pid, &v)
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return fmt.Errorf("read %s: %w", m.String(), err)
+	}
+	return nil
+}

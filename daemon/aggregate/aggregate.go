@@ -246,6 +246,19 @@ func (a *Aggregator) Remove(pid int) {
 	delete(a.procs, pid)
 }
 
+// NewProgram forgets what pid ran before an exec: the entry the tracer
+// identified (Register) belongs to the previous program, or to the
+// process that had the PID before. An entry made by probe events alone is
+// kept: those events came after the exec (a short-lived process's can
+// arrive before its exec is handled) and are the new program's.
+func (a *Aggregator) NewProgram(pid int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p, ok := a.procs[pid]; ok && p.registered {
+		delete(a.procs, pid)
+	}
+}
+
 // Exited marks a process as gone; Sweep forgets it later.
 func (a *Aggregator) Exited(pid int) {
 	a.mu.Lock()

@@ -32,6 +32,7 @@ func (a *Aggregator) MheapLock(ev *event.MheapLock) {
 		Wait:             Histogram(ev.WaitHist[:], ev.WaitNs),
 		OtherContended:   ev.OtherContended,
 		OtherWaitSeconds: seconds(ev.OtherWaitNs),
+		Dropped:          ev.Dropped,
 	}
 	l.contended.add(a.clock.Now(), ev.Contended)
 }

@@ -31,6 +31,7 @@ func (a *Aggregator) Sched(ev *event.Sched) {
 	}
 	p.ext.sched = &api.SchedStats{
 		Threads:               int(max(ev.Threads, 0)),
+		ThreadsDropped:        ev.ThreadsDropped,
 		RunQueueLatency:       Histogram(ev.RunQueue[:], ev.RunQueueNs),
 		OnCPUSeconds:          seconds(ev.OnCPUNs),
 		OffCPUSeconds:         seconds(ev.OffCPUNs),

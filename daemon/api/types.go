@@ -127,6 +127,9 @@ type MheapLockStats struct {
 	// The same for every other runtime-internal lock of the process.
 	OtherContended   uint64  `json:"other_locks_contended_total"`
 	OtherWaitSeconds float64 `json:"other_locks_wait_seconds_total"`
+	// Dropped counts the sleeps not timed: the kernel side's map of
+	// waits was full (never another thread's wait evicted).
+	Dropped uint64 `json:"dropped,omitempty"`
 	// ContendedPerSecond over the last minute (or since first seen).
 	ContendedPerSecond float64 `json:"contended_per_second"`
 }
@@ -186,6 +189,10 @@ func Pow2Bucket(upperSeconds float64) int {
 // sched family (kernel sched_switch/sched_wakeup tracepoints).
 type SchedStats struct {
 	Threads int `json:"threads"` // threads seen, alive
+	// ThreadsDropped counts the thread states the kernel side could not
+	// keep (its map full, or the process at a quarter of it): those
+	// threads' switches are not timed. Never another thread evicted.
+	ThreadsDropped uint64 `json:"threads_dropped,omitempty"`
 	// RunQueueLatency: from a thread's wakeup (or preemption) to running.
 	RunQueueLatency Histogram `json:"runqueue_latency"`
 	OnCPUSeconds    float64   `json:"on_cpu_seconds_total"`
@@ -331,10 +338,27 @@ type FamilyStatus struct {
 	// programs since they were loaded (the uprobe programs' traps are
 	// counted apart, in UprobeHits).
 	BPFSeconds float64 `json:"bpf_seconds"`
+	// RingBytes is the size of the family's ring buffer (sized from
+	// --max-pids); RingSharePerSecond and RingShareBurst are the records
+	// each UID may put in it, sustained and at once (bpf/share.h).
+	RingBytes          uint32 `json:"ring_bytes,omitempty"`
+	RingSharePerSecond uint64 `json:"ring_share_per_second,omitempty"`
+	RingShareBurst     uint64 `json:"ring_share_burst,omitempty"`
+	// UIDShares are the records each UID put through the ring and those
+	// refused over its share (counted in LostEvents too); UID -1 is the
+	// bucket shared by the UIDs beyond the 4096 with one of their own.
+	UIDShares []UIDShare `json:"uid_shares,omitempty"`
 	// EstCostSecondsPerSecond estimates the CPU time the family costs the
 	// traced programs, per second: uprobe hits/s × Status.TrapCostNs plus
 	// the BPF run time of its programs. 0.01 is 1% of one CPU.
 	EstCostSecondsPerSecond float64 `json:"est_cost_seconds_per_second"`
+}
+
+// UIDShare is one UID's records through a family's ring.
+type UIDShare struct {
+	UID     int64  `json:"uid"`
+	Sent    uint64 `json:"sent"`
+	Dropped uint64 `json:"dropped"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -458,7 +458,7 @@ func TestDoctor(t *testing.T) {
 			fs := doctorJSON(t, d, strconv.Itoa(f.PID))
 			var mine []string
 			for _, fd := range fs {
-				if int(fd["pid"].(float64)) == f.PID || fd["pid"] == nil {
+				if pid, ok := fd["pid"].(float64); !ok || int(pid) == f.PID { // no pid: host-wide
 					mine = append(mine, fmt.Sprintf("%s %s: %s (try: %s)", fd["severity"], fd["rule"], fd["summary"], fd["knob"]))
 				}
 			}

@@ -89,8 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		History: cfg.History, MaxProcs: cfg.MaxPIDs, ForgetAfter: cfg.ForgetAfter, ProcRoot: cfg.ProcRoot,
 		OnCycle: func(p api.Process, c api.GCCycle) { exp.ObserveCycle(p, c) },
 	}, systemClock{})
-	tr, err := tracer.New(log, tracer.Config{ProcRoot: cfg.ProcRoot, Families: families,
-		MaxBinaries: cfg.MaxBinaries, MaxBinariesPerUser: cfg.MaxBinariesPerUser, MaxPIDsPerUser: cfg.MaxPIDsPerUser}, agg)
+	tr, err := tracer.New(log, tracer.Config{ProcRoot: cfg.ProcRoot, Families: families, MaxBinaries: cfg.MaxBinaries, MaxPIDs: cfg.MaxPIDs,
+		MaxBinariesPerUser: cfg.MaxBinariesPerUser, MaxPIDsPerUser: cfg.MaxPIDsPerUser}, agg)
 	if err != nil {
 		return err
 	}

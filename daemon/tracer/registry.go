@@ -57,6 +57,13 @@ type tracker interface {
 	Track(pid uint32)
 }
 
+// sharer is a family whose records go through a ring shared per UID
+// (bpf/share.h): status shows each UID's records let through and refused.
+type sharer interface {
+	Shares() ([]probes.Share, error)
+	RingSize() (bytes uint32, perSecond, burst uint64)
+}
+
 // runFunc reads a loaded family's events into the aggregator until ctx is
 // done; count is called once per event.
 type runFunc func(ctx context.Context, count func()) error

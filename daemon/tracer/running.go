@@ -50,7 +50,7 @@ func (t *Tracer) startFamily(ctx context.Context, name string) error {
 		t.log.Info("probe family runs with kernel fallbacks", "probe", name, "fallbacks", fit.Fallbacks)
 	}
 	t.cost.start()
-	f, run, err := def.open(probes.Env{ProcRoot: t.cfg.ProcRoot}, t.agg)
+	f, run, err := def.open(probes.Env{ProcRoot: t.cfg.ProcRoot, MaxPIDs: t.cfg.MaxPIDs, MaxBinaries: t.cfg.MaxBinaries}, t.agg)
 	if err != nil {
 		return err
 	}

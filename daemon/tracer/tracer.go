@@ -36,6 +36,7 @@ type Config struct {
 	ProcRoot    string // normally /proc
 	Families    []string
 	MaxBinaries int // binaries probed at once
+	MaxPIDs     int // processes traced at once: sizes the kernel-side maps
 	// Per user (root exempt), so that one user cannot take every slot:
 	// binaries probed and running processes traced; 0: no share.
 	MaxBinariesPerUser int
@@ -301,10 +302,15 @@ func (t *Tracer) exec(ev discovery.Event) {
 		// Identified after this exec (by the scan): already what it runs.
 		return
 	}
+	// A traced PID that runs a new program (an exec, or a reused PID's
+	// first exec) is a new process for us: its figures start afresh, as
+	// the kernel side's did at the exec (bpf/*.bpf.c sched_process_exec),
+	// and nothing of the previous program is shown as its.
+	t.agg.NewProgram(ev.PID)
 	if traced {
-		// A traced PID that exec'd: its program is gone, and the next
-		// one (Go or not) starts afresh, inheriting no figures.
-		t.forget(ev.PID)
+		// The old program's binary binding and the families' readers
+		// go with it.
+		t.release(ev.PID)
 	}
 	t.track(ev.PID, &ev)
 }
@@ -728,10 +734,14 @@ func (t *Tracer) Status() api.Status {
 	}
 	disc := api.FamilyStatus{Name: "discovery", Hits: hits(t.disc.Programs())}
 	disc.LostEvents, _ = t.disc.Lost()
+	shareStatus(&disc, t.disc)
 	s.Families = append(s.Families, disc)
 	for _, l := range t.families() {
 		f := api.FamilyStatus{Name: l.name, Events: l.events.Load(), KernelFallbacks: l.fallbacks}
 		f.LostEvents, _ = l.f.Lost()
+		if sh, ok := l.f.(sharer); ok {
+			shareStatus(&f, sh)
+		}
 		l.costStatus(&f, s.TrapCostNs)
 		if l.name == gc.Name && f.Events+f.LostEvents > 0 {
 			f.UprobeHitsPerGCCycle = float64(f.UprobeHits) / float64(f.Events+f.LostEvents)
@@ -744,6 +754,19 @@ func (t *Tracer) Status() api.Status {
 	}
 	t.famMu.Unlock()
 	return s
+}
+
+// shareStatus fills a family's ring size and per-UID shares.
+func shareStatus(f *api.FamilyStatus, sh sharer) {
+	f.RingBytes, f.RingSharePerSecond, f.RingShareBurst = sh.RingSize()
+	shares, _ := sh.Shares()
+	for _, u := range shares {
+		uid := int64(u.UID)
+		if u.UID == probes.ShareOther {
+			uid = -1
+		}
+		f.UIDShares = append(f.UIDShares, api.UIDShare{UID: uid, Sent: u.Sent, Dropped: u.Dropped})
+	}
 }
 
 // hits sums the programs' run counts (kept by the kernel only while

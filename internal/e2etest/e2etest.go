@@ -72,8 +72,18 @@ type Fixture struct {
 // its "ready" line.
 func StartFixture(t testing.TB, bin string, env []string, args ...string) *Fixture {
 	t.Helper()
+	return StartFixtureAs(t, nil, bin, env, args...)
+}
+
+// StartFixtureAs is StartFixture with the fixture run as another user
+// (cred nil: as the test).
+func StartFixtureAs(t testing.TB, cred *syscall.Credential, bin string, env []string, args ...string) *Fixture {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -38,17 +38,37 @@ const (
 	discDiscEventKindDISC_EVENT_EXIT discDiscEventKind = 2
 )
 
+type discGpShare struct {
+	_       structs.HostLayout
+	Tat     uint64
+	Sent    uint64
+	Dropped uint64
+}
+
+type discShareContract uint32
+
+const (
+	discShareContractSHARE_MAX_UIDS discShareContract = 4096
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	discMapProcEvents          = "proc_events"
 	discMapProcLost            = "proc_lost"
+	discMapProcShares          = "proc_shares"
 	discProgProcExec           = "proc_exec"
 	discProgProcExit           = "proc_exit"
+	discVarGpPressureBytes     = "gp_pressure_bytes"
+	discVarGpShareBurstNs      = "gp_share_burst_ns"
+	discVarGpShareIntervalNs   = "gp_share_interval_ns"
+	discVarGpWakeBytes         = "gp_wake_bytes"
 	discVarUnusedDiscContract  = "unused_disc_contract"
 	discVarUnusedDiscEvent     = "unused_disc_event"
 	discVarUnusedDiscEventKind = "unused_disc_event_kind"
+	discVarUnusedGpShare       = "unused_gp_share"
+	discVarUnusedShareContract = "unused_share_contract"
 )
 
 // loadDisc returns the embedded CollectionSpec for disc.
@@ -103,15 +123,22 @@ type discProgramSpecs struct {
 type discMapSpecs struct {
 	ProcEvents *ebpf.MapSpec `ebpf:"proc_events"`
 	ProcLost   *ebpf.MapSpec `ebpf:"proc_lost"`
+	ProcShares *ebpf.MapSpec `ebpf:"proc_shares"`
 }
 
 // discVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type discVariableSpecs struct {
+	GpPressureBytes     *ebpf.VariableSpec `ebpf:"gp_pressure_bytes"`
+	GpShareBurstNs      *ebpf.VariableSpec `ebpf:"gp_share_burst_ns"`
+	GpShareIntervalNs   *ebpf.VariableSpec `ebpf:"gp_share_interval_ns"`
+	GpWakeBytes         *ebpf.VariableSpec `ebpf:"gp_wake_bytes"`
 	UnusedDiscContract  *ebpf.VariableSpec `ebpf:"unused_disc_contract"`
 	UnusedDiscEvent     *ebpf.VariableSpec `ebpf:"unused_disc_event"`
 	UnusedDiscEventKind *ebpf.VariableSpec `ebpf:"unused_disc_event_kind"`
+	UnusedGpShare       *ebpf.VariableSpec `ebpf:"unused_gp_share"`
+	UnusedShareContract *ebpf.VariableSpec `ebpf:"unused_share_contract"`
 }
 
 // discObjects contains all objects after they have been loaded into the kernel.
@@ -136,12 +163,14 @@ func (o *discObjects) Close() error {
 type discMaps struct {
 	ProcEvents *ebpf.Map `ebpf:"proc_events"`
 	ProcLost   *ebpf.Map `ebpf:"proc_lost"`
+	ProcShares *ebpf.Map `ebpf:"proc_shares"`
 }
 
 func (m *discMaps) Close() error {
 	return _DiscClose(
 		m.ProcEvents,
 		m.ProcLost,
+		m.ProcShares,
 	)
 }
 
@@ -149,9 +178,15 @@ func (m *discMaps) Close() error {
 //
 // It can be passed to loadDiscObjects or ebpf.CollectionSpec.LoadAndAssign.
 type discVariables struct {
+	GpPressureBytes     *ebpf.Variable `ebpf:"gp_pressure_bytes"`
+	GpShareBurstNs      *ebpf.Variable `ebpf:"gp_share_burst_ns"`
+	GpShareIntervalNs   *ebpf.Variable `ebpf:"gp_share_interval_ns"`
+	GpWakeBytes         *ebpf.Variable `ebpf:"gp_wake_bytes"`
 	UnusedDiscContract  *ebpf.Variable `ebpf:"unused_disc_contract"`
 	UnusedDiscEvent     *ebpf.Variable `ebpf:"unused_disc_event"`
 	UnusedDiscEventKind *ebpf.Variable `ebpf:"unused_disc_event_kind"`
+	UnusedGpShare       *ebpf.Variable `ebpf:"unused_gp_share"`
+	UnusedShareContract *ebpf.Variable `ebpf:"unused_share_contract"`
 }
 
 // discPrograms contains all programs after they have been loaded into the kernel.

@@ -6,11 +6,13 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -48,8 +50,19 @@ type Discovery struct {
 // New loads the programs; they run once the attacher attaches Spec.
 func New() (*Discovery, error) {
 	d := &Discovery{}
-	if err := loadDiscObjects(&d.objs, nil); err != nil {
+	spec, err := loadDisc()
+	if err != nil {
+		return nil, fmt.Errorf("load discovery spec: %w", err)
+	}
+	if err := probes.SetShares(spec, spec.Maps["proc_events"].MaxEntries, uint32(unsafe.Sizeof(discDiscEvent{}))); err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, fmt.Errorf("load discovery programs: %w", err)
+	}
+	if err := probes.InitShares(d.objs.ProcShares); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("discovery: %w", err)
 	}
 	ring, err := probes.NewRing[discDiscEvent]("process", d.objs.ProcEvents)
 	if err != nil {
@@ -99,8 +112,26 @@ func (d *Discovery) Drain(ctx context.Context) error { return d.ring.Drain(ctx) 
 // far: a backlog that stays while the count stands still is a stuck reader.
 func (d *Discovery) Backlog() (pending int, consumed uint64) { return d.ring.Backlog() }
 
-// Lost is the number of events the ring buffer had no room for.
-func (d *Discovery) Lost() (uint64, error) { return probes.SumPerCPU(d.objs.ProcLost) }
+// Lost is the number of events lost: the ring buffer had no room for
+// them, or their UID was over its share of the ring (exec events only,
+// Shares). Either makes the tracer rescan /proc.
+func (d *Discovery) Lost() (uint64, error) {
+	full, err := probes.SumPerCPU(d.objs.ProcLost)
+	over, err2 := probes.SharesDropped(d.objs.ProcShares)
+	return full + over, errors.Join(err, err2)
+}
+
+// Shares reports each UID's exec events let through and refused over its
+// share of the ring.
+func (d *Discovery) Shares() ([]probes.Share, error) { return probes.ReadShares(d.objs.ProcShares) }
+
+// RingSize is the ring's size in bytes and the exec events per second and
+// burst each UID may put in it while the reader lags.
+func (d *Discovery) RingSize() (bytes uint32, perSecond, burst uint64) {
+	bytes = d.objs.ProcEvents.MaxEntries()
+	perSecond, burst = probes.ShareRate(bytes, uint32(unsafe.Sizeof(discDiscEvent{})))
+	return bytes, perSecond, burst
+}
 
 // Close stops the reader and unloads the programs.
 func (d *Discovery) Close() error {

@@ -47,6 +47,10 @@ type Sched struct {
 	Voluntary   uint64
 	Involuntary uint64
 	Threads     int64 // seen and not exited
+	// ThreadsDropped: thread states the kernel side could not keep (its
+	// map full, or the process at its thread bound): their switches are
+	// not timed.
+	ThreadsDropped uint64
 	// GoLatency is the goroutine scheduling latency read with the totals,
 	// nil when the family does not follow the process.
 	GoLatency *GoLatency
@@ -82,4 +86,6 @@ type MheapLock struct {
 	// The same for every other runtime lock.
 	OtherContended uint64
 	OtherWaitNs    uint64
+	// Dropped: sleeps not timed, the kernel side's map of waits full.
+	Dropped uint64
 }

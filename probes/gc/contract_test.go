@@ -44,3 +44,19 @@ func TestWindowsFitBPF(t *testing.T) {
 		}
 	}
 }
+
+// The per-UID shares (bpf/share.h): the bucket's layout is what
+// probes.ReadShares decodes, and the map has room for every UID with a
+// bucket of its own plus the shared one.
+func TestShareContract(t *testing.T) {
+	if err := probes.CheckShareType(gcGpShare{}); err != nil {
+		t.Error(err)
+	}
+	spec, err := loadGc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := spec.Maps["gc_shares"].MaxEntries, uint32(gcShareContractSHARE_MAX_UIDS)+1; got != want {
+		t.Errorf("gc_shares: %d entries, want SHARE_MAX_UIDS+1 = %d", got, want)
+	}
+}

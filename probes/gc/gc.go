@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/arch/arm64/arm64asm"
@@ -65,6 +66,15 @@ type Family struct {
 	// cookies: the kernel has BPF attach cookies; else the program reads
 	// its layout key from objs.GpCookies (bpf/cookie.h).
 	cookies bool
+	// ringBytes is gc_events' size, set from --max-pids at load.
+	ringBytes uint32
+	// maxReaders bounds the processes whose books are read: --max-pids
+	// (the tracer never tracks more at once).
+	maxReaders int
+	// maxLayouts is gc_layouts' size: twice --max-binaries, so that the
+	// oldest layout evicted to make room (user space evicts, the kernel
+	// never does) is one whose binary is long gone.
+	maxLayouts int
 }
 
 // bin is what the family learns of a binary once.
@@ -73,8 +83,14 @@ type bin struct {
 	addrs rtstate.Addrs
 }
 
-// maxReaders bounds the processes whose books are read.
-const maxReaders = 16384
+// RecordBytes is the size of one cycle's record in the ring (the kernel
+// adds an 8-byte header).
+const RecordBytes = uint32(unsafe.Sizeof(gcGcRecord{}))
+
+// RingBytes is the GC ring's size for a configuration: 1 KiB per process
+// of --max-pids (a record each, about), at least 256 KiB, at most 64 MiB;
+// 4 MiB at the default 4096.
+func RingBytes(env probes.Env) uint32 { return env.RingBytes(1024, 1<<18, 1<<26) }
 
 // New loads the GC program into the kernel, for the host's /proc.
 func New() (*Family, error) { return Load(probes.Env{}) }
@@ -92,8 +108,21 @@ func Load(env probes.Env) (*Family, error) {
 	if f.cookies, err = probes.SetCookieMode(spec); err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
+	f.ringBytes = RingBytes(env)
+	f.maxReaders = int(env.Procs())
+	f.maxLayouts = int(env.Binaries()) * 2
+	if err := probes.SetMaxEntries(spec, map[string]uint32{"gc_events": f.ringBytes, "gc_layouts": uint32(f.maxLayouts)}); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	if err := probes.SetShares(spec, f.ringBytes, RecordBytes); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
+	}
+	if err := probes.InitShares(f.objs.GcShares); err != nil {
+		f.objs.Close()
+		return nil, fmt.Errorf("gc: %w", err)
 	}
 	ring, err := probes.NewRing[gcGcRecord](Name, f.objs.GcEvents)
 	if err != nil {
@@ -197,7 +226,7 @@ func (f *Family) layout(id goinspect.FileID, site uint64, a rtstate.Addrs, bk pr
 	defer f.mu.Unlock()
 	key, ok := f.layouts[id]
 	if !ok {
-		if len(f.order) >= maxLayouts {
+		if len(f.order) >= f.maxLayouts {
 			// The oldest binary seen: with at most --max-binaries
 			// probed at once, long gone.
 			old := f.order[0]
@@ -218,9 +247,6 @@ func (f *Family) layout(id goinspect.FileID, site uint64, a rtstate.Addrs, bk pr
 	return key, nil
 }
 
-// maxLayouts is bpf/gc.h's GC_MAX_LAYOUTS.
-const maxLayouts = int(gcGcContractGC_MAX_LAYOUTS)
-
 // Programs returns the family's programs, for run statistics.
 func (f *Family) Programs() []*ebpf.Program { return []*ebpf.Program{f.objs.GcCycle} }
 
@@ -230,7 +256,7 @@ func (f *Family) Programs() []*ebpf.Program { return []*ebpf.Program{f.objs.GcCy
 // event loop and the families tracked after this one wait for nothing.
 func (f *Family) Track(pid uint32) {
 	f.mu.Lock()
-	if len(f.tracks) < maxReaders {
+	if len(f.tracks) < f.maxReaders {
 		f.tracks = append(f.tracks, pid)
 	}
 	f.mu.Unlock()
@@ -257,7 +283,7 @@ const (
 func (f *Family) retryEarly(pid uint32) bool {
 	f.mu.Lock()
 	n := f.early[pid]
-	if n >= earlyRetries+lateRetries || len(f.early) >= maxReaders {
+	if n >= earlyRetries+lateRetries || len(f.early) >= f.maxReaders {
 		delete(f.early, pid)
 		f.mu.Unlock()
 		return false
@@ -303,11 +329,11 @@ func (f *Family) track(pid uint32) (Event, bool) {
 			r.close()
 		}
 		ev = Event{PID: int(pid), Kind: KindError, Err: err.Error()}
-	case len(f.readers) < maxReaders:
+	case len(f.readers) < f.maxReaders:
 		f.readers[pid] = r
 	default:
 		r.close()
-		ev = Event{PID: int(pid), Kind: KindError, Err: fmt.Sprintf("runtime books not read: %d processes already followed", maxReaders)}
+		ev = Event{PID: int(pid), Kind: KindError, Err: fmt.Sprintf("runtime books not read: %d processes already followed", f.maxReaders)}
 	}
 	return ev, true
 }
@@ -520,10 +546,26 @@ func (f *Family) Drain(ctx context.Context) error {
 // Backlog reports the ring buffer's unread bytes and the events read.
 func (f *Family) Backlog() (pending int, consumed uint64) { return f.ring.Backlog() }
 
-// Lost is the number of cycle records the ring buffer had no room for
-// (the cycles themselves are still counted: totals are the runtime's).
+// Lost is the number of cycle records lost: the ring buffer had no room
+// for them, their UID was over its share of the ring (Shares), or their
+// binary had no layout (a bug). The
+// cycles themselves are still counted: totals are the runtime's.
 func (f *Family) Lost() (uint64, error) {
-	return probes.SumPerCPU(f.objs.GcLost)
+	full, err := probes.SumPerCPU(f.objs.GcLost)
+	over, err2 := probes.SharesDropped(f.objs.GcShares)
+	nolayout, err3 := probes.SumPerCPU(f.objs.GcNolayout)
+	return full + over + nolayout, errors.Join(err, err2, err3)
+}
+
+// Shares reports each UID's records let through and refused over its
+// share of the ring.
+func (f *Family) Shares() ([]probes.Share, error) { return probes.ReadShares(f.objs.GcShares) }
+
+// RingSize is the ring's size in bytes and the records per second and
+// burst each UID may put in it.
+func (f *Family) RingSize() (bytes uint32, perSecond, burst uint64) {
+	perSecond, burst = probes.ShareRate(f.ringBytes, RecordBytes)
+	return f.ringBytes, perSecond, burst
 }
 
 // Close stops the reader and unloads the program; attached probes must

@@ -45,20 +45,40 @@ type gcGpCookieKey struct {
 	Off uint64
 }
 
+type gcGpShare struct {
+	_       structs.HostLayout
+	Tat     uint64
+	Sent    uint64
+	Dropped uint64
+}
+
+type gcShareContract uint32
+
+const (
+	gcShareContractSHARE_MAX_UIDS gcShareContract = 4096
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	gcMapGcEvents         = "gc_events"
-	gcMapGcLayouts        = "gc_layouts"
-	gcMapGcLost           = "gc_lost"
-	gcMapGcNolayout       = "gc_nolayout"
-	gcMapGpCookies        = "gp_cookies"
-	gcProgGcCycle         = "gc_cycle"
-	gcVarGpNoCookies      = "gp_no_cookies"
-	gcVarUnusedGcContract = "unused_gc_contract"
-	gcVarUnusedGcLayout   = "unused_gc_layout"
-	gcVarUnusedGcRecord   = "unused_gc_record"
+	gcMapGcEvents            = "gc_events"
+	gcMapGcLayouts           = "gc_layouts"
+	gcMapGcLost              = "gc_lost"
+	gcMapGcNolayout          = "gc_nolayout"
+	gcMapGcShares            = "gc_shares"
+	gcMapGpCookies           = "gp_cookies"
+	gcProgGcCycle            = "gc_cycle"
+	gcVarGpNoCookies         = "gp_no_cookies"
+	gcVarGpPressureBytes     = "gp_pressure_bytes"
+	gcVarGpShareBurstNs      = "gp_share_burst_ns"
+	gcVarGpShareIntervalNs   = "gp_share_interval_ns"
+	gcVarGpWakeBytes         = "gp_wake_bytes"
+	gcVarUnusedGcContract    = "unused_gc_contract"
+	gcVarUnusedGcLayout      = "unused_gc_layout"
+	gcVarUnusedGcRecord      = "unused_gc_record"
+	gcVarUnusedGpShare       = "unused_gp_share"
+	gcVarUnusedShareContract = "unused_share_contract"
 )
 
 // loadGc returns the embedded CollectionSpec for gc.
@@ -114,6 +134,7 @@ type gcMapSpecs struct {
 	GcLayouts  *ebpf.MapSpec `ebpf:"gc_layouts"`
 	GcLost     *ebpf.MapSpec `ebpf:"gc_lost"`
 	GcNolayout *ebpf.MapSpec `ebpf:"gc_nolayout"`
+	GcShares   *ebpf.MapSpec `ebpf:"gc_shares"`
 	GpCookies  *ebpf.MapSpec `ebpf:"gp_cookies"`
 }
 
@@ -121,10 +142,16 @@ type gcMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gcVariableSpecs struct {
-	GpNoCookies      *ebpf.VariableSpec `ebpf:"gp_no_cookies"`
-	UnusedGcContract *ebpf.VariableSpec `ebpf:"unused_gc_contract"`
-	UnusedGcLayout   *ebpf.VariableSpec `ebpf:"unused_gc_layout"`
-	UnusedGcRecord   *ebpf.VariableSpec `ebpf:"unused_gc_record"`
+	GpNoCookies         *ebpf.VariableSpec `ebpf:"gp_no_cookies"`
+	GpPressureBytes     *ebpf.VariableSpec `ebpf:"gp_pressure_bytes"`
+	GpShareBurstNs      *ebpf.VariableSpec `ebpf:"gp_share_burst_ns"`
+	GpShareIntervalNs   *ebpf.VariableSpec `ebpf:"gp_share_interval_ns"`
+	GpWakeBytes         *ebpf.VariableSpec `ebpf:"gp_wake_bytes"`
+	UnusedGcContract    *ebpf.VariableSpec `ebpf:"unused_gc_contract"`
+	UnusedGcLayout      *ebpf.VariableSpec `ebpf:"unused_gc_layout"`
+	UnusedGcRecord      *ebpf.VariableSpec `ebpf:"unused_gc_record"`
+	UnusedGpShare       *ebpf.VariableSpec `ebpf:"unused_gp_share"`
+	UnusedShareContract *ebpf.VariableSpec `ebpf:"unused_share_contract"`
 }
 
 // gcObjects contains all objects after they have been loaded into the kernel.
@@ -151,6 +178,7 @@ type gcMaps struct {
 	GcLayouts  *ebpf.Map `ebpf:"gc_layouts"`
 	GcLost     *ebpf.Map `ebpf:"gc_lost"`
 	GcNolayout *ebpf.Map `ebpf:"gc_nolayout"`
+	GcShares   *ebpf.Map `ebpf:"gc_shares"`
 	GpCookies  *ebpf.Map `ebpf:"gp_cookies"`
 }
 
@@ -160,6 +188,7 @@ func (m *gcMaps) Close() error {
 		m.GcLayouts,
 		m.GcLost,
 		m.GcNolayout,
+		m.GcShares,
 		m.GpCookies,
 	)
 }
@@ -168,10 +197,16 @@ func (m *gcMaps) Close() error {
 //
 // It can be passed to loadGcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gcVariables struct {
-	GpNoCookies      *ebpf.Variable `ebpf:"gp_no_cookies"`
-	UnusedGcContract *ebpf.Variable `ebpf:"unused_gc_contract"`
-	UnusedGcLayout   *ebpf.Variable `ebpf:"unused_gc_layout"`
-	UnusedGcRecord   *ebpf.Variable `ebpf:"unused_gc_record"`
+	GpNoCookies         *ebpf.Variable `ebpf:"gp_no_cookies"`
+	GpPressureBytes     *ebpf.Variable `ebpf:"gp_pressure_bytes"`
+	GpShareBurstNs      *ebpf.Variable `ebpf:"gp_share_burst_ns"`
+	GpShareIntervalNs   *ebpf.Variable `ebpf:"gp_share_interval_ns"`
+	GpWakeBytes         *ebpf.Variable `ebpf:"gp_wake_bytes"`
+	UnusedGcContract    *ebpf.Variable `ebpf:"unused_gc_contract"`
+	UnusedGcLayout      *ebpf.Variable `ebpf:"unused_gc_layout"`
+	UnusedGcRecord      *ebpf.Variable `ebpf:"unused_gc_record"`
+	UnusedGpShare       *ebpf.Variable `ebpf:"unused_gp_share"`
+	UnusedShareContract *ebpf.Variable `ebpf:"unused_share_contract"`
 }
 
 // gcPrograms contains all programs after they have been loaded into the kernel.

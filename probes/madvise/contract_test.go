@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/event"
 )
 
@@ -72,5 +73,21 @@ func TestKernelContract(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("MADV_%s: %d, Linux %d", c.name, c.got, c.want)
 		}
+	}
+}
+
+// The per-UID shares (bpf/share.h): the bucket's layout is what
+// probes.ReadShares decodes, and the map has room for every UID with a
+// bucket of its own plus the shared one.
+func TestShareContract(t *testing.T) {
+	if err := probes.CheckShareType(madviseGpShare{}); err != nil {
+		t.Error(err)
+	}
+	spec, err := loadMadvise()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := spec.Maps["madv_shares"].MaxEntries, uint32(madviseShareContractSHARE_MAX_UIDS)+1; got != want {
+		t.Errorf("madv_shares: %d entries, want SHARE_MAX_UIDS+1 = %d", got, want)
 	}
 }

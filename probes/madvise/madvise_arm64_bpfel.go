@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type madviseGpShare struct {
+	_       structs.HostLayout
+	Tat     uint64
+	Sent    uint64
+	Dropped uint64
+}
+
 type madviseMadvArgs struct {
 	_      structs.HostLayout
 	Start  uint64
@@ -24,6 +31,7 @@ type madviseMadvContract uint32
 
 const (
 	madviseMadvContractMADV_MAX_PROCS    madviseMadvContract = 16384
+	madviseMadvContractMADV_MAX_THREADS  madviseMadvContract = 65536
 	madviseMadvContractMADV_SLOTS        madviseMadvContract = 32
 	madviseMadvContractMADV_STACK_DEPTH  madviseMadvContract = 24
 	madviseMadvContractMADV_RING_BYTES   madviseMadvContract = 1048576
@@ -47,24 +55,40 @@ type madviseMadvEvent struct {
 }
 
 type madviseMadvTotals struct {
-	_      structs.HostLayout
-	Calls  [32]uint64
-	Bytes  [32]uint64
-	Errors uint64
+	_       structs.HostLayout
+	Calls   [32]uint64
+	Bytes   [32]uint64
+	Errors  uint64
+	Dropped uint64
 }
+
+type madviseShareContract uint32
+
+const (
+	madviseShareContractSHARE_MAX_UIDS madviseShareContract = 4096
+)
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	madviseMapMadvEvents         = "madv_events"
-	madviseMapMadvInflight       = "madv_inflight"
-	madviseMapMadvLost           = "madv_lost"
-	madviseMapMadvProcs          = "madv_procs"
-	madviseProgMadvEnter         = "madv_enter"
-	madviseProgMadvExit          = "madv_exit"
-	madviseVarUnusedMadvContract = "unused_madv_contract"
-	madviseVarUnusedMadvEvent    = "unused_madv_event"
+	madviseMapMadvDropped         = "madv_dropped"
+	madviseMapMadvEvents          = "madv_events"
+	madviseMapMadvInflight        = "madv_inflight"
+	madviseMapMadvLost            = "madv_lost"
+	madviseMapMadvProcs           = "madv_procs"
+	madviseMapMadvShares          = "madv_shares"
+	madviseProgMadvEnter          = "madv_enter"
+	madviseProgMadvExec           = "madv_exec"
+	madviseProgMadvExit           = "madv_exit"
+	madviseVarGpPressureBytes     = "gp_pressure_bytes"
+	madviseVarGpShareBurstNs      = "gp_share_burst_ns"
+	madviseVarGpShareIntervalNs   = "gp_share_interval_ns"
+	madviseVarGpWakeBytes         = "gp_wake_bytes"
+	madviseVarUnusedGpShare       = "unused_gp_share"
+	madviseVarUnusedMadvContract  = "unused_madv_contract"
+	madviseVarUnusedMadvEvent     = "unused_madv_event"
+	madviseVarUnusedShareContract = "unused_share_contract"
 )
 
 // loadMadvise returns the embedded CollectionSpec for madvise.
@@ -110,6 +134,7 @@ type madviseSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type madviseProgramSpecs struct {
 	MadvEnter *ebpf.ProgramSpec `ebpf:"madv_enter"`
+	MadvExec  *ebpf.ProgramSpec `ebpf:"madv_exec"`
 	MadvExit  *ebpf.ProgramSpec `ebpf:"madv_exit"`
 }
 
@@ -117,18 +142,26 @@ type madviseProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type madviseMapSpecs struct {
+	MadvDropped  *ebpf.MapSpec `ebpf:"madv_dropped"`
 	MadvEvents   *ebpf.MapSpec `ebpf:"madv_events"`
 	MadvInflight *ebpf.MapSpec `ebpf:"madv_inflight"`
 	MadvLost     *ebpf.MapSpec `ebpf:"madv_lost"`
 	MadvProcs    *ebpf.MapSpec `ebpf:"madv_procs"`
+	MadvShares   *ebpf.MapSpec `ebpf:"madv_shares"`
 }
 
 // madviseVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type madviseVariableSpecs struct {
-	UnusedMadvContract *ebpf.VariableSpec `ebpf:"unused_madv_contract"`
-	UnusedMadvEvent    *ebpf.VariableSpec `ebpf:"unused_madv_event"`
+	GpPressureBytes     *ebpf.VariableSpec `ebpf:"gp_pressure_bytes"`
+	GpShareBurstNs      *ebpf.VariableSpec `ebpf:"gp_share_burst_ns"`
+	GpShareIntervalNs   *ebpf.VariableSpec `ebpf:"gp_share_interval_ns"`
+	GpWakeBytes         *ebpf.VariableSpec `ebpf:"gp_wake_bytes"`
+	UnusedGpShare       *ebpf.VariableSpec `ebpf:"unused_gp_share"`
+	UnusedMadvContract  *ebpf.VariableSpec `ebpf:"unused_madv_contract"`
+	UnusedMadvEvent     *ebpf.VariableSpec `ebpf:"unused_madv_event"`
+	UnusedShareContract *ebpf.VariableSpec `ebpf:"unused_share_contract"`
 }
 
 // madviseObjects contains all objects after they have been loaded into the kernel.
@@ -151,18 +184,22 @@ func (o *madviseObjects) Close() error {
 //
 // It can be passed to loadMadviseObjects or ebpf.CollectionSpec.LoadAndAssign.
 type madviseMaps struct {
+	MadvDropped  *ebpf.Map `ebpf:"madv_dropped"`
 	MadvEvents   *ebpf.Map `ebpf:"madv_events"`
 	MadvInflight *ebpf.Map `ebpf:"madv_inflight"`
 	MadvLost     *ebpf.Map `ebpf:"madv_lost"`
 	MadvProcs    *ebpf.Map `ebpf:"madv_procs"`
+	MadvShares   *ebpf.Map `ebpf:"madv_shares"`
 }
 
 func (m *madviseMaps) Close() error {
 	return _MadviseClose(
+		m.MadvDropped,
 		m.MadvEvents,
 		m.MadvInflight,
 		m.MadvLost,
 		m.MadvProcs,
+		m.MadvShares,
 	)
 }
 
@@ -170,8 +207,14 @@ func (m *madviseMaps) Close() error {
 //
 // It can be passed to loadMadviseObjects or ebpf.CollectionSpec.LoadAndAssign.
 type madviseVariables struct {
-	UnusedMadvContract *ebpf.Variable `ebpf:"unused_madv_contract"`
-	UnusedMadvEvent    *ebpf.Variable `ebpf:"unused_madv_event"`
+	GpPressureBytes     *ebpf.Variable `ebpf:"gp_pressure_bytes"`
+	GpShareBurstNs      *ebpf.Variable `ebpf:"gp_share_burst_ns"`
+	GpShareIntervalNs   *ebpf.Variable `ebpf:"gp_share_interval_ns"`
+	GpWakeBytes         *ebpf.Variable `ebpf:"gp_wake_bytes"`
+	UnusedGpShare       *ebpf.Variable `ebpf:"unused_gp_share"`
+	UnusedMadvContract  *ebpf.Variable `ebpf:"unused_madv_contract"`
+	UnusedMadvEvent     *ebpf.Variable `ebpf:"unused_madv_event"`
+	UnusedShareContract *ebpf.Variable `ebpf:"unused_share_contract"`
 }
 
 // madvisePrograms contains all programs after they have been loaded into the kernel.
@@ -179,12 +222,14 @@ type madviseVariables struct {
 // It can be passed to loadMadviseObjects or ebpf.CollectionSpec.LoadAndAssign.
 type madvisePrograms struct {
 	MadvEnter *ebpf.Program `ebpf:"madv_enter"`
+	MadvExec  *ebpf.Program `ebpf:"madv_exec"`
 	MadvExit  *ebpf.Program `ebpf:"madv_exit"`
 }
 
 func (p *madvisePrograms) Close() error {
 	return _MadviseClose(
 		p.MadvEnter,
+		p.MadvExec,
 		p.MadvExit,
 	)
 }

@@ -7,7 +7,9 @@ package mheaplock
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -42,6 +44,8 @@ type Family struct {
 	// cookies: the kernel has BPF attach cookies; else the lock2 site's
 	// constants come from objs.GpCookies (bpf/cookie.h).
 	cookies bool
+	// untracked counts processes Track could not add: lock_procs full.
+	untracked atomic.Uint64
 }
 
 type binFacts struct {
@@ -61,6 +65,10 @@ func Load(env probes.Env) (*Family, error) {
 		return nil, fmt.Errorf("load mheaplock spec: %w", err)
 	}
 	if f.cookies, err = probes.SetCookieMode(spec); err != nil {
+		return nil, fmt.Errorf("mheaplock: %w", err)
+	}
+	// Sized from the configuration before load.
+	if err := probes.SetMaxEntries(spec, map[string]uint32{"lock_procs": env.Procs(), "lock_waits": env.Threads()}); err != nil {
 		return nil, fmt.Errorf("mheaplock: %w", err)
 	}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
@@ -87,13 +95,18 @@ func (f *Family) Spec() probes.Spec {
 		Tracepoints: []probes.Tracepoint{
 			{Name: "syscalls:sys_enter_futex", Program: f.objs.LockFutexEnter},
 			{Name: "syscalls:sys_exit_futex", Program: f.objs.LockFutexExit},
+			// A new program in a traced process drops its entry (the
+			// lock's address was the old program's); Track makes the new
+			// one. A thread's exit drops its wait.
+			{Name: "sched_process_exec", Program: f.objs.LockExec},
+			{Name: "sched_process_exit", Program: f.objs.LockThreadExit},
 		},
 	}
 }
 
 // Programs returns the programs, for run counts.
 func (f *Family) Programs() []*ebpf.Program {
-	return []*ebpf.Program{f.objs.LockSleep, f.objs.LockFutexEnter, f.objs.LockFutexExit}
+	return []*ebpf.Program{f.objs.LockSleep, f.objs.LockFutexEnter, f.objs.LockFutexExit, f.objs.LockExec, f.objs.LockThreadExit}
 }
 
 // Track starts observing pid: it finds mheap_.lock in its binary (cached
@@ -112,7 +125,16 @@ func (f *Family) TrackErr(pid uint32) error {
 	if bf.spinbit {
 		p.Spinbit = 1
 	}
-	return f.objs.LockProcs.Update(pid, &p, ebpf.UpdateNoExist)
+	// An entry already there is this program's (the kernel side deletes
+	// the entry at exec, lock_exec): kept, with what it counted.
+	err = f.objs.LockProcs.Update(pid, &p, ebpf.UpdateNoExist)
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		return nil
+	}
+	if err != nil {
+		f.untracked.Add(1)
+	}
+	return err
 }
 
 func inspect(b *goinspect.Binary) (binFacts, error) {
@@ -161,7 +183,7 @@ func toEvent(fn func(*Event)) func(uint32, *Proc) {
 	return func(pid uint32, p *Proc) {
 		ev = Event{
 			Pid: pid, Method: MethodFutex, Contended: p.Contended, WaitNs: p.WaitNs, WaitHist: p.WaitHist,
-			OtherContended: p.OtherContended, OtherWaitNs: p.OtherWaitNs,
+			OtherContended: p.OtherContended, OtherWaitNs: p.OtherWaitNs, Dropped: p.Dropped,
 		}
 		if p.Spinbit != 0 {
 			ev.Method = MethodSpinbit
@@ -176,8 +198,14 @@ func (f *Family) Lookup(pid uint32) (Proc, bool) { return f.totals.Lookup(pid) }
 // Backlog: totals are polled, nothing queues.
 func (f *Family) Backlog() (int, uint64) { return f.totals.Backlog() }
 
-// Lost: nothing is lost, the totals are kept in the kernel.
-func (f *Family) Lost() (uint64, error) { return 0, nil }
+// Lost: the totals are kept in the kernel, so nothing queues to be lost;
+// what is counted here is the sleeps not timed (lock_waits full) and the
+// processes not tracked (lock_procs full).
+func (f *Family) Lost() (uint64, error) {
+	var n uint64
+	err := probes.Each(f.objs.LockProcs, func(_ uint32, p *Proc) { n += p.Dropped })
+	return n + f.untracked.Load(), err
+}
 
 // Close unloads the family.
 func (f *Family) Close() error { return f.objs.Close() }

@@ -44,6 +44,7 @@ type mheaplockLockProc struct {
 	OtherContended uint64
 	OtherWaitNs    uint64
 	WaitHist       [40]uint64
+	Dropped        uint64
 }
 
 type mheaplockLockWait struct {
@@ -61,9 +62,11 @@ const (
 	mheaplockMapGpCookies          = "gp_cookies"
 	mheaplockMapLockProcs          = "lock_procs"
 	mheaplockMapLockWaits          = "lock_waits"
+	mheaplockProgLockExec          = "lock_exec"
 	mheaplockProgLockFutexEnter    = "lock_futex_enter"
 	mheaplockProgLockFutexExit     = "lock_futex_exit"
 	mheaplockProgLockSleep         = "lock_sleep"
+	mheaplockProgLockThreadExit    = "lock_thread_exit"
 	mheaplockVarGpNoCookies        = "gp_no_cookies"
 	mheaplockVarUnusedHistContract = "unused_hist_contract"
 	mheaplockVarUnusedLockContract = "unused_lock_contract"
@@ -112,9 +115,11 @@ type mheaplockSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mheaplockProgramSpecs struct {
+	LockExec       *ebpf.ProgramSpec `ebpf:"lock_exec"`
 	LockFutexEnter *ebpf.ProgramSpec `ebpf:"lock_futex_enter"`
 	LockFutexExit  *ebpf.ProgramSpec `ebpf:"lock_futex_exit"`
 	LockSleep      *ebpf.ProgramSpec `ebpf:"lock_sleep"`
+	LockThreadExit *ebpf.ProgramSpec `ebpf:"lock_thread_exit"`
 }
 
 // mheaplockMapSpecs contains maps before they are loaded into the kernel.
@@ -183,16 +188,20 @@ type mheaplockVariables struct {
 //
 // It can be passed to loadMheaplockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mheaplockPrograms struct {
+	LockExec       *ebpf.Program `ebpf:"lock_exec"`
 	LockFutexEnter *ebpf.Program `ebpf:"lock_futex_enter"`
 	LockFutexExit  *ebpf.Program `ebpf:"lock_futex_exit"`
 	LockSleep      *ebpf.Program `ebpf:"lock_sleep"`
+	LockThreadExit *ebpf.Program `ebpf:"lock_thread_exit"`
 }
 
 func (p *mheaplockPrograms) Close() error {
 	return _MheaplockClose(
+		p.LockExec,
 		p.LockFutexEnter,
 		p.LockFutexExit,
 		p.LockSleep,
+		p.LockThreadExit,
 	)
 }
 

@@ -9,8 +9,10 @@ package sched
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -40,6 +42,10 @@ type Family struct {
 	totals *probes.Totals[Proc]
 	every  time.Duration
 	bins   probes.PerBinary[latBin] // and its ProcRoot for /proc/PID/mem
+
+	// untracked counts processes Track could not add: sched_procs full
+	// (sized to --max-pids, which the tracer never exceeds).
+	untracked atomic.Uint64
 
 	mu  sync.Mutex
 	lat map[uint32]*latReader // goroutine latency, per tracked process
@@ -75,6 +81,15 @@ func Load(env probes.Env) (*Family, error) {
 	if err := spec.Variables["sched_prev_state_arg"].Set(arg); err != nil {
 		return nil, fmt.Errorf("sched: set sched_prev_state_arg: %w", err)
 	}
+	// Sized from the configuration before load; one process may hold a
+	// quarter of the thread map at most.
+	threads := env.Threads()
+	if err := probes.SetMaxEntries(spec, map[string]uint32{"sched_procs": env.Procs(), "sched_threads": threads}); err != nil {
+		return nil, fmt.Errorf("sched: %w", err)
+	}
+	if err := spec.Variables["sched_max_proc_threads"].Set(int64(threads / 4)); err != nil {
+		return nil, fmt.Errorf("sched: set sched_max_proc_threads: %w", err)
+	}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load sched programs: %w", err)
 	}
@@ -91,19 +106,25 @@ func (f *Family) Spec() probes.Spec {
 			{Name: "sched_wakeup", Program: f.objs.SchedWakeup},
 			{Name: "sched_wakeup_new", Program: f.objs.SchedWakeupNew},
 			{Name: "sched_process_exit", Program: f.objs.SchedExit},
+			// Resets a traced process's figures when it runs a new program.
+			{Name: "sched_process_exec", Program: f.objs.SchedExec},
 		},
 	}
 }
 
 // Programs returns the programs, for run counts.
 func (f *Family) Programs() []*ebpf.Program {
-	return []*ebpf.Program{f.objs.SchedSwitch, f.objs.SchedWakeup, f.objs.SchedWakeupNew, f.objs.SchedExit}
+	return []*ebpf.Program{f.objs.SchedSwitch, f.objs.SchedWakeup, f.objs.SchedWakeupNew, f.objs.SchedExit, f.objs.SchedExec}
 }
 
-// Track starts following pid's threads and goroutine latency.
+// Track starts following pid's threads and goroutine latency. An entry
+// already there is kept: the kernel side zeroed it when the process's
+// program started (sched_exec), so it holds this program's figures only.
 func (f *Family) Track(pid uint32) {
 	var zero Proc
-	_ = f.objs.SchedProcs.Update(pid, &zero, ebpf.UpdateNoExist)
+	if err := f.objs.SchedProcs.Update(pid, &zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		f.untracked.Add(1)
+	}
 	if err := f.trackLatency(pid); err != nil {
 		f.mu.Lock()
 		if len(f.latErr) < maxLatProcs {
@@ -196,7 +217,7 @@ func (f *Family) toEvent(fn func(*Event)) func(uint32, *Proc) {
 	return func(pid uint32, p *Proc) {
 		ev = Event{
 			Pid: pid, RunQueue: p.RqHist, RunQueueNs: p.RqNs, OnCPUNs: p.OnCpuNs, OffCPUNs: p.OffCpuNs,
-			Voluntary: p.Voluntary, Involuntary: p.Involuntary, Threads: p.Threads,
+			Voluntary: p.Voluntary, Involuntary: p.Involuntary, Threads: p.Threads, ThreadsDropped: p.ThreadsDropped,
 			GoLatency: f.latency(pid),
 		}
 		fn(&ev)
@@ -216,8 +237,16 @@ func (f *Family) Drain(ctx context.Context) error { return f.totals.Drain(ctx) }
 // Backlog: totals are polled, nothing queues.
 func (f *Family) Backlog() (int, uint64) { return f.totals.Backlog() }
 
-// Lost: nothing is lost, the totals are kept in the kernel.
-func (f *Family) Lost() (uint64, error) { return 0, nil }
+// Lost: the totals are kept in the kernel, so nothing queues to be lost;
+// what is counted here is the threads whose state could not be kept
+// (sched_threads full, or their process at its thread bound: their
+// switches are not timed) and the processes not tracked (sched_procs
+// full).
+func (f *Family) Lost() (uint64, error) {
+	var n uint64
+	err := probes.Each(f.objs.SchedProcs, func(_ uint32, p *Proc) { n += p.ThreadsDropped })
+	return n + f.untracked.Load(), err
+}
 
 // Close unloads the family and closes the processes' memory.
 func (f *Family) Close() error {

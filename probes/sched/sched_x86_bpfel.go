@@ -27,14 +27,15 @@ const (
 )
 
 type schedSchedProc struct {
-	_           structs.HostLayout
-	RqHist      [40]uint64
-	RqNs        uint64
-	OnCpuNs     uint64
-	OffCpuNs    uint64
-	Voluntary   uint64
-	Involuntary uint64
-	Threads     int64
+	_              structs.HostLayout
+	RqHist         [40]uint64
+	RqNs           uint64
+	OnCpuNs        uint64
+	OffCpuNs       uint64
+	Voluntary      uint64
+	Involuntary    uint64
+	Threads        int64
+	ThreadsDropped uint64
 }
 
 type schedThreadState struct {
@@ -50,10 +51,12 @@ type schedThreadState struct {
 const (
 	schedMapSchedProcs          = "sched_procs"
 	schedMapSchedThreads        = "sched_threads"
+	schedProgSchedExec          = "sched_exec"
 	schedProgSchedExit          = "sched_exit"
 	schedProgSchedSwitch        = "sched_switch"
 	schedProgSchedWakeup        = "sched_wakeup"
 	schedProgSchedWakeupNew     = "sched_wakeup_new"
+	schedVarSchedMaxProcThreads = "sched_max_proc_threads"
 	schedVarSchedPrevStateArg   = "sched_prev_state_arg"
 	schedVarUnusedHistContract  = "unused_hist_contract"
 	schedVarUnusedSchedContract = "unused_sched_contract"
@@ -102,6 +105,7 @@ type schedSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedProgramSpecs struct {
+	SchedExec      *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit      *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SchedSwitch    *ebpf.ProgramSpec `ebpf:"sched_switch"`
 	SchedWakeup    *ebpf.ProgramSpec `ebpf:"sched_wakeup"`
@@ -120,6 +124,7 @@ type schedMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedVariableSpecs struct {
+	SchedMaxProcThreads *ebpf.VariableSpec `ebpf:"sched_max_proc_threads"`
 	SchedPrevStateArg   *ebpf.VariableSpec `ebpf:"sched_prev_state_arg"`
 	UnusedHistContract  *ebpf.VariableSpec `ebpf:"unused_hist_contract"`
 	UnusedSchedContract *ebpf.VariableSpec `ebpf:"unused_sched_contract"`
@@ -161,6 +166,7 @@ func (m *schedMaps) Close() error {
 //
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedVariables struct {
+	SchedMaxProcThreads *ebpf.Variable `ebpf:"sched_max_proc_threads"`
 	SchedPrevStateArg   *ebpf.Variable `ebpf:"sched_prev_state_arg"`
 	UnusedHistContract  *ebpf.Variable `ebpf:"unused_hist_contract"`
 	UnusedSchedContract *ebpf.Variable `ebpf:"unused_sched_contract"`
@@ -171,6 +177,7 @@ type schedVariables struct {
 //
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedPrograms struct {
+	SchedExec      *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit      *ebpf.Program `ebpf:"sched_exit"`
 	SchedSwitch    *ebpf.Program `ebpf:"sched_switch"`
 	SchedWakeup    *ebpf.Program `ebpf:"sched_wakeup"`
@@ -179,6 +186,7 @@ type schedPrograms struct {
 
 func (p *schedPrograms) Close() error {
 	return _SchedClose(
+		p.SchedExec,
 		p.SchedExit,
 		p.SchedSwitch,
 		p.SchedWakeup,

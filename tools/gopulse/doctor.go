@@ -305,7 +305,7 @@ func diagnoseDaemon(st api.Status) []Finding {
 			share := float64(fam.LostEvents) / float64(fam.LostEvents+fam.Events)
 			out = append(out, Finding{Severity: sevWarning, Rule: ruleLost, score: share,
 				Summary: fmt.Sprintf("probe family %s lost %d events (%.2g%% of them): its per-event figures (cycles' phases, pauses) miss some; cycle counts stay exact", fam.Name, fam.LostEvents, share*100),
-				Knob:    "the ring buffer overflowed: fewer traced processes or a lower event rate; see gopulse status",
+				Knob:    "the ring buffer overflowed, or a user was over its share of it while the daemon lagged: fewer traced processes or a lower event rate; gopulse status names the users",
 				Figures: map[string]float64{"lost_events": float64(fam.LostEvents), "events": float64(fam.Events)}})
 		}
 	}

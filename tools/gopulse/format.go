@@ -241,6 +241,21 @@ func writeStatus(w io.Writer, st api.Status) error {
 				fmt.Fprintf(&b, "%s on this kernel: without %s\n", f.Name, fb)
 			}
 		}
+		// Per-UID shares of the rings: only the UIDs that lost records
+		// over their share (the list is in -o json).
+		for _, f := range st.Families {
+			for _, u := range f.UIDShares {
+				if u.Dropped == 0 {
+					continue
+				}
+				uid := strconv.FormatInt(u.UID, 10)
+				if u.UID < 0 {
+					uid = "beyond the 4096th"
+				}
+				fmt.Fprintf(&b, "%s ring (%s, %d records/s per uid): uid %s over its share, %d of %d records dropped\n",
+					f.Name, humanBytes(uint64(f.RingBytes)), f.RingSharePerSecond, uid, u.Dropped, u.Dropped+u.Sent)
+			}
+		}
 		trap := "not measured yet"
 		if st.TrapCostNs > 0 {
 			trap = fmt.Sprintf("%s per uprobe hit (%s)", humanSeconds(st.TrapCostNs/1e9), st.TrapCostSource)
