@@ -422,15 +422,14 @@ func (t *Tracer) inspected(r inspectResult) {
 	defer j.o.f.Close()
 	log := t.log.With("exe", j.o.name)
 	if r.err != nil {
+		notGo := errors.Is(r.err, goinspect.ErrNotGo) || errors.Is(r.err, goinspect.ErrNotELF)
 		switch {
-		case errors.Is(r.err, goinspect.ErrMalformed) && r.info == nil:
+		case r.info == nil && (!notGo || errors.Is(r.err, goinspect.ErrMalformed)):
 			// A forged file (past the parse budget, impossible headers)
 			// is shown with its reason, as a layout that does not check out.
 			log.Warn("cannot inspect binary", "err", r.err)
 			t.refuse(api.BinaryStatus{Path: j.o.name, Errors: []string{r.err.Error()}})
-		case errors.Is(r.err, goinspect.ErrNotGo), errors.Is(r.err, goinspect.ErrNotELF):
-		case r.info == nil:
-			log.Warn("cannot inspect binary", "err", r.err)
+		case notGo:
 		default:
 			log.Warn("binary not traced", "go", r.info.goVersion, "err", r.err)
 			t.refuse(api.BinaryStatus{Path: j.o.name, GoVersion: r.info.goVersion, Errors: strings.Split(r.err.Error(), "\n")})
