@@ -22,6 +22,7 @@ import (
 //	tp_btf programs                5.5     sched            sched cannot run
 //	bpf_get_attach_cookie          5.15    gc, mheaplock    per-probe constants from a map (gp_cookie)
 //	sched_switch prev_state arg    5.18    sched            prev->__state / ->state (CO-RE)
+//	uprobe_multi links             6.6     gc, mheaplock    one link per probe site (slower attach and stop)
 //
 // (* with CONFIG_DEBUG_INFO_BTF, as every distribution kernel has.)
 
@@ -29,6 +30,12 @@ import (
 // kernel without BPF attach cookies: for tests of the fallback on a kernel
 // that has them. Not a user setting.
 const NoCookiesEnv = "GOPULSE_NO_ATTACH_COOKIES"
+
+// NoUprobeMultiEnv, set to "1", makes the families load and attach as on
+// a kernel without uprobe_multi links (one link per probe site): for tests
+// and measurements of the fallback on a kernel that has them. Not a user
+// setting.
+const NoUprobeMultiEnv = "GOPULSE_NO_UPROBE_MULTI"
 
 // Feature is one kernel feature a family needs or falls back without.
 type Feature struct {
@@ -61,6 +68,16 @@ func AttachCookies() Feature {
 	return probeFeature("bpf_get_attach_cookie", "5.15", func() error {
 		return features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie)
 	})
+}
+
+// UprobeMulti probes BPF_TRACE_UPROBE_MULTI links (one link attaching a
+// program at many addresses of one file, each with its cookie), or
+// reports them missing when NoUprobeMultiEnv is set.
+func UprobeMulti() Feature {
+	if os.Getenv(NoUprobeMultiEnv) == "1" {
+		return Feature{Name: "uprobe_multi links", Since: "6.6"}
+	}
+	return probeFeature("uprobe_multi links", "6.6", features.HaveBPFLinkUprobeMulti)
 }
 
 // RingBuffer probes BPF_MAP_TYPE_RINGBUF.
