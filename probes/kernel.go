@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -161,4 +162,28 @@ func SetCookieMode(spec *ebpf.CollectionSpec) (bool, error) {
 		return false, fmt.Errorf("set gp_no_cookies: %w", err)
 	}
 	return f.Have, nil
+}
+
+// SetUprobeMode prepares a collection's uprobe programs (SEC "uprobe") for
+// uprobe_multi links where the kernel has them: the attach type is fixed
+// at load, so the same C source serves both kinds of link. It returns
+// whether they are (Spec.Multi). env.SingleUprobes keeps one link per
+// site, for a caller that attaches the programs itself.
+func SetUprobeMode(spec *ebpf.CollectionSpec, env Env) (bool, error) {
+	if env.SingleUprobes {
+		return false, nil
+	}
+	f := UprobeMulti()
+	if f.Err != nil {
+		return false, fmt.Errorf("probe %s: %w", f.Name, f.Err)
+	}
+	if !f.Have {
+		return false, nil
+	}
+	for _, p := range spec.Programs {
+		if p.Type == ebpf.Kprobe && (p.SectionName == "uprobe" || strings.HasPrefix(p.SectionName, "uprobe/")) {
+			p.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+	}
+	return true, nil
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/gc"
 )
 
@@ -245,7 +246,8 @@ func enableStats() (func(), error) {
 // trapCost times a trivial Go function with and without a uprobe running
 // the GC family's cheapest program, alternating.
 func trapCost(bin string) (perHitNs, bpfNs float64, err error) {
-	fam, err := gc.New()
+	// Loaded for one link per site: the uprobe below is a plain one.
+	fam, err := gc.Load(probes.Env{SingleUprobes: true})
 	if err != nil {
 		return 0, 0, fmt.Errorf("load the GC family: %w", err)
 	}
