@@ -685,7 +685,11 @@ func (a *Attacher) Close() error {
 
 // closeAll closes links concurrently: detaching a uprobe waits for an RCU
 // grace period in the kernel (tens to hundreds of ms each on this kernel),
-// and concurrent detaches share grace periods instead of queueing them.
+// and concurrent detaches of multi links and tracepoints share grace
+// periods instead of queueing them. Per-site uprobe links do not: 37 of
+// them closed 64 at once took 6.4 s, ~170 ms each, one after the other
+// (the kernel detaches perf-event uprobes under one mutex); hence
+// uprobe_multi links.
 func closeAll(links []link.Link) {
 	if len(links) <= 1 {
 		for _, l := range links {
@@ -694,7 +698,7 @@ func closeAll(links []link.Link) {
 		return
 	}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, maxClosing)
 	for _, l := range links {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -706,6 +710,12 @@ func closeAll(links []link.Link) {
 	}
 	wg.Wait()
 }
+
+// maxClosing bounds the links closed at once (each a thread blocked in
+// close). Measured, a daemon with ~50 binaries attached (~100 multi
+// links): its links all closed in 160-210 ms with 64 at once, no faster
+// with 256.
+const maxClosing = 64
 
 // cookieKey is struct gp_cookie_key (bpf/cookie.h).
 type cookieKey struct {

@@ -79,7 +79,7 @@ func (e *env) attachAndStop(ctx context.Context, gcload string, rounds, n int) e
 		}
 	}
 	fmt.Printf("\n### Attach latency and stop time, --probes all: median of %d daemons [min–max]\n\n", rounds)
-	fmt.Printf("| uprobe links | 1 never-seen binary, exec → attached | %d never-seen binaries exec'd at once: the last (median of the %d) | stop with %d binaries attached, SIGTERM → exit | sites / links at stop |\n", n, n, n+1)
+	fmt.Printf("| uprobe links | 1 never-seen binary, exec → attached | %d never-seen binaries exec'd at once: the last (median of the %d) | stop, SIGTERM → exit (those %d binaries and the host's other Go binaries attached) | binaries / sites / links at stop |\n", n, n, n+1)
 	fmt.Println("|---|---|---|---|---|")
 	for i, m := range modes {
 		col := func(f func(attachRun) float64) []float64 {
@@ -92,11 +92,12 @@ func (e *env) attachAndStop(ctx context.Context, gcload string, rounds, n int) e
 		ms := func(xs []float64) string {
 			return fmt.Sprintf("%.1f ms [%.1f–%.1f]", median(xs)*1000, slices.Min(xs)*1000, slices.Max(xs)*1000)
 		}
-		fmt.Printf("| %s | %s | %s (%.1f ms) | %s | %.0f / %.0f |\n", m.name,
+		fmt.Printf("| %s | %s | %s (%.1f ms) | %s | %.0f / %.0f / %.0f |\n", m.name,
 			ms(col(func(a attachRun) float64 { return a.one })),
 			ms(col(func(a attachRun) float64 { return a.manyMax })),
 			median(col(func(a attachRun) float64 { return a.manyMed }))*1000,
 			ms(col(func(a attachRun) float64 { return a.stop })),
+			median(col(func(a attachRun) float64 { return float64(a.binsAtEnd) })),
 			median(col(func(a attachRun) float64 { return float64(a.probes) })),
 			median(col(func(a attachRun) float64 { return float64(a.links) })))
 	}
