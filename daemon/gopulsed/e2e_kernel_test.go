@@ -32,14 +32,52 @@ import (
 // the code start differs) and toolchain.
 func TestKernelFallbacksSameFigures(t *testing.T) {
 	ref := e2etest.StartDaemon(t, "--probes", "gc,mheaplock")
+	const cookieFallback, multiFallback = "bpf_get_attach_cookie", "uprobe_multi links"
 	fallbacks := []struct {
-		name string
-		d    *e2etest.Daemon
+		name  string
+		d     *e2etest.Daemon
+		named []string // the fallbacks status lists for gc and mheaplock
 	}{
-		{"no-cookies", e2etest.StartDaemonEnv(t, []string{probes.NoCookiesEnv + "=1"}, "--probes", "gc,mheaplock")},
-		{"no-multi", e2etest.StartDaemonEnv(t, []string{probes.NoUprobeMultiEnv + "=1"}, "--probes", "gc,mheaplock")},
-		{"neither", e2etest.StartDaemonEnv(t, []string{probes.NoCookiesEnv + "=1", probes.NoUprobeMultiEnv + "=1"}, "--probes", "gc,mheaplock")},
+		{"no-cookies", e2etest.StartDaemonEnv(t, []string{probes.NoCookiesEnv + "=1"}, "--probes", "gc,mheaplock"),
+			[]string{cookieFallback}},
+		{"no-multi", e2etest.StartDaemonEnv(t, []string{probes.NoUprobeMultiEnv + "=1"}, "--probes", "gc,mheaplock"),
+			[]string{multiFallback}},
+		{"neither", e2etest.StartDaemonEnv(t, []string{probes.NoCookiesEnv + "=1", probes.NoUprobeMultiEnv + "=1"}, "--probes", "gc,mheaplock"),
+			[]string{cookieFallback, multiFallback}},
 	}
+	// Status's kernel_fallbacks name what each daemon runs without (the
+	// host's path: nothing).
+	t.Run("status", func(t *testing.T) {
+		check := func(name string, d *e2etest.Daemon, want []string) {
+			st, err := d.Client.Status(context.Background())
+			if err != nil {
+				t.Fatalf("%s: status: %v", name, err)
+			}
+			seen := 0
+			for _, f := range st.Families {
+				if f.Name != "gc" && f.Name != "mheaplock" {
+					continue
+				}
+				seen++
+				joined := strings.Join(f.KernelFallbacks, "; ")
+				if len(f.KernelFallbacks) != len(want) {
+					t.Errorf("%s, %s: kernel_fallbacks %q, want %d naming %q", name, f.Name, joined, len(want), want)
+				}
+				for _, w := range want {
+					if !strings.Contains(joined, w) {
+						t.Errorf("%s, %s: kernel_fallbacks %q do not name %s", name, f.Name, joined, w)
+					}
+				}
+			}
+			if seen != 2 {
+				t.Errorf("%s: %d of gc and mheaplock in status", name, seen)
+			}
+		}
+		check("host", ref, nil)
+		for _, fb := range fallbacks {
+			check(fb.name, fb.d, fb.named)
+		}
+	})
 	for _, shape := range fixturebuild.Shapes() {
 		t.Run(shape.Name, func(t *testing.T) {
 			bin := fixturebuild.Build(t, "gcload", shape)
