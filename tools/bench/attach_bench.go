@@ -22,14 +22,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/gopulse/gopulse/probes"
+	"github.com/gopulse/gopulse/probes/gc"
+	"github.com/gopulse/gopulse/probes/goinspect"
+	"github.com/gopulse/gopulse/probes/mheaplock"
 )
 
 // attachRun is one daemon's figures.
@@ -63,6 +68,9 @@ func (e *env) attachAndStop(ctx context.Context, gcload string, rounds, n int) e
 	if !probes.UprobeMulti().Have {
 		modes = modes[1:]
 		progress("this kernel has no uprobe_multi links: per-site links only")
+	}
+	if err := e.attacherAlone(gcload, rounds, n, 4); err != nil {
+		return err
 	}
 	runs := make([][]attachRun, len(modes))
 	// Rounds outermost, as the family tables: a drift of the host falls on
@@ -295,4 +303,112 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// attacherAlone times the attacher by itself, without the daemon's event
+// loop: n never-seen binaries (fresh copies of gcload) inspected and
+// attached with gc and mheaplock loaded, by 1 goroutine and by workers
+// goroutines (what the tracer's worker pool will do), then detached.
+// Median of rounds, per kind of uprobe link.
+func (e *env) attacherAlone(gcload string, rounds, n, workers int) error {
+	type mode struct {
+		name string
+		env  probes.Env
+	}
+	modes := []mode{{"per-site links", probes.Env{SingleUprobes: true}}}
+	if probes.UprobeMulti().Have {
+		modes = append([]mode{{"uprobe_multi", probes.Env{}}}, modes...)
+	}
+	fmt.Printf("\n### The attacher alone: %d never-seen binaries inspected and attached (gc, mheaplock), median of %d [min–max]\n\n", n, rounds)
+	fmt.Printf("| uprobe links | 1 goroutine | %d goroutines | detach all |\n|---|---|---|---|\n", workers)
+	for _, m := range modes {
+		var serial, parallel, detach []float64
+		for r := 0; r < rounds; r++ {
+			for _, w := range []int{1, workers} {
+				took, det, err := e.attachBatch(gcload, m.env, n, w, r)
+				if err != nil {
+					return fmt.Errorf("attacher alone, %s: %w", m.name, err)
+				}
+				if w == 1 {
+					serial = append(serial, took)
+				} else {
+					parallel = append(parallel, took)
+				}
+				detach = append(detach, det)
+			}
+		}
+		ms := func(xs []float64) string {
+			return fmt.Sprintf("%.0f ms [%.0f–%.0f]", median(xs)*1000, slices.Min(xs)*1000, slices.Max(xs)*1000)
+		}
+		fmt.Printf("| %s | %s | %s | %s |\n", m.name, ms(serial), ms(parallel), ms(detach))
+		progress("attacher alone, %s: 1 goroutine %s, %d goroutines %s", m.name, ms(serial), workers, ms(parallel))
+	}
+	return nil
+}
+
+// attachBatch attaches n fresh copies of gcload with w goroutines and
+// returns how long that took and how long detaching them all (Close)
+// took.
+func (e *env) attachBatch(gcload string, env probes.Env, n, w, round int) (attach, detach float64, err error) {
+	dir, err := os.MkdirTemp(e.dir, "alone")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("gcload-%d-%d-%d", round, w, i))
+		if err := copyFile(gcload, paths[i]); err != nil {
+			return 0, 0, err
+		}
+	}
+	gcf, err := gc.Load(env)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer gcf.Close()
+	mhl, err := mheaplock.Load(env)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer mhl.Close()
+	att, err := probes.NewAttacher(slog.New(slog.NewTextHandler(io.Discard, nil)), gcf.Spec(), mhl.Spec())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer att.Close()
+	next := make(chan string, n)
+	for _, p := range paths {
+		next <- p
+	}
+	close(next)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range next {
+				b, err := goinspect.Open(p)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if _, err := att.Attach(b, p); err != nil {
+					errs <- fmt.Errorf("%s: %w", p, err)
+				}
+				b.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	attach = time.Since(start).Seconds()
+	close(errs)
+	for err := range errs {
+		return 0, 0, err
+	}
+	start = time.Now()
+	att.Close()
+	return attach, time.Since(start).Seconds(), nil
 }
