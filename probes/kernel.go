@@ -78,7 +78,13 @@ func UprobeMulti() Feature {
 	if os.Getenv(NoUprobeMultiEnv) == "1" {
 		return Feature{Name: "uprobe_multi links", Since: "6.6"}
 	}
-	return probeFeature("uprobe_multi links", "6.6", features.HaveBPFLinkUprobeMulti)
+	f := probeFeature("uprobe_multi links", "6.6", features.HaveBPFLinkUprobeMulti)
+	// A probe that fails otherwise than "not supported" (EOPNOTSUPP from a
+	// kernel built without CONFIG_UPROBES' multi links, say) means the
+	// same here: per-site links work wherever uprobes do, so the families
+	// run with them rather than not at all.
+	f.Err = nil
+	return f
 }
 
 // RingBuffer probes BPF_MAP_TYPE_RINGBUF.
