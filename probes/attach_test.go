@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
@@ -264,6 +267,117 @@ func TestAttachSiteCap(t *testing.T) {
 				t.Errorf("%d links of the program, want gc's 1", got)
 			}
 			t.Logf("refused: %s", bin.Errors["forged"])
+		})
+	}
+}
+
+// Every site of one program gets its own cookie, under one uprobe_multi
+// link as with one link per site: a program that records the cookies it
+// is run with, at the entries of four runtime functions a runtime.GC call
+// goes through, each row with its own cookie (the families have one site
+// per program and binary today; this is the many-site case).
+func TestSiteCookies(t *testing.T) {
+	testenv.RequireRoot(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("reads pt_regs->ip at amd64's offset")
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	bin := fixturebuild.Build(t, "gcload", fixturebuild.Shapes()[0])
+	for _, mode := range linkModes {
+		t.Run(mode.name, func(t *testing.T) {
+			if mode.multi && !probes.UprobeMulti().Have {
+				t.Skip("kernel without uprobe_multi links (Linux 6.6)")
+			}
+			seen, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 8, MaxEntries: 64})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer seen.Close()
+			ps := &ebpf.ProgramSpec{
+				Type: ebpf.Kprobe, License: "GPL",
+				// seen[cookie] = the probed ip (pt_regs->ip, amd64).
+				Instructions: asm.Instructions{
+					asm.Mov.Reg(asm.R6, asm.R1),
+					asm.FnGetAttachCookie.Call(),
+					asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
+					asm.LoadMem(asm.R1, asm.R6, 128, asm.DWord),
+					asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+					asm.LoadMapPtr(asm.R1, seen.FD()),
+					asm.Mov.Reg(asm.R2, asm.RFP),
+					asm.Add.Imm(asm.R2, -8),
+					asm.Mov.Reg(asm.R3, asm.RFP),
+					asm.Add.Imm(asm.R3, -16),
+					asm.Mov.Imm(asm.R4, 0),
+					asm.FnMapUpdateElem.Call(),
+					asm.Mov.Imm(asm.R0, 0),
+					asm.Return(),
+				},
+			}
+			if mode.multi {
+				ps.AttachType = ebpf.AttachTraceUprobeMulti
+			}
+			prog, err := ebpf.NewProgram(ps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer prog.Close()
+			want := map[uint64]string{}
+			var rows []probes.Uprobe
+			for i, sym := range []string{"runtime.GC", "runtime.gcStart", "runtime.gcMarkDone", "runtime.gcMarkTermination"} {
+				cookie := uint64(1000 + i)
+				want[cookie] = sym
+				rows = append(rows, probes.Uprobe{Symbol: sym, Entry: prog, Cookie: func(probes.Facts) uint64 { return cookie }})
+			}
+			att, err := probes.NewAttacher(slog.New(slog.NewTextHandler(io.Discard, nil)),
+				probes.Spec{Family: "cookies", Multi: mode.multi, Uprobes: rows})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer att.Close()
+			p := copies(t, bin, 1)[0]
+			b, err := att.Attach(open(t, p), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Probes != len(rows) {
+				t.Fatalf("%d probes, want %d", b.Probes, len(rows))
+			}
+			wantLinks := len(rows)
+			if mode.multi {
+				wantLinks = 1
+			}
+			if got := kernelLinks(t, prog); got != wantLinks {
+				t.Errorf("%d links, want %d", got, wantLinks)
+			}
+			if out, err := exec.Command(p, "-gcloop", "2").CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", p, err, out)
+			}
+			got := map[uint64]uint64{}
+			var k, v uint64
+			for it := seen.Iterate(); it.Next(&k, &v); {
+				got[k] = v
+			}
+			ib := open(t, p) // static, not PIE: the ip is the link-time address
+			for c, sym := range want {
+				fn, err := ib.Func(sym)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ip, ok := got[c]
+				switch {
+				case !ok:
+					t.Errorf("no hit with cookie %d (%s)", c, sym)
+				case ip != fn.Entry:
+					t.Errorf("cookie %d (%s at %#x) came with ip %#x", c, sym, fn.Entry, ip)
+				}
+			}
+			for c := range got {
+				if _, ok := want[c]; !ok {
+					t.Errorf("a hit with cookie %d, none of the sites'", c)
+				}
+			}
 		})
 	}
 }
