@@ -86,14 +86,16 @@ type Spec struct {
 	Multi bool
 }
 
-// MaxSitesPerBinary caps the uprobe sites the families may put on one
-// binary, all families together. What the families need is a few per
-// binary (gc: 1, mheaplock: the CALLs of runtime.lock2's sleep path, 1–2
-// in every Go release); a forged binary (a "function" of a million RET
-// bytes) would otherwise get a million uprobes, a file descriptor each
-// without uprobe_multi links. The family that would go over the cap is
-// refused on that binary, with the reason in status.
-const MaxSitesPerBinary = 256
+// MaxSitesPerBinary caps the uprobe sites attached to one binary (one
+// inode), all families together, whenever they were attached: the same
+// number as goinspect's cap on the sites one inspection hands out, which
+// does not see the families a later AddSpec attaches with a fresh
+// inspection, nor entry probes no finder claims. The families need a few
+// per binary (gc: 1, mheaplock: 1–2); a forged binary would otherwise get
+// one uprobe per RET byte (and, without uprobe_multi links, a file
+// descriptor each). The family that would go over is refused on that
+// binary before anything is attached, with the reason in status.
+const MaxSitesPerBinary = goinspect.MaxSitesPerBinary
 
 // Binary is the attach state of one executable (one inode). Uprobes live on
 // the inode, so one attachment traces every process running it, from its
