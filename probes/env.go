@@ -21,6 +21,11 @@ type Env struct {
 	// MaxBinaries is the daemon's --max-binaries (0: 1024): the
 	// per-binary maps are sized from it.
 	MaxBinaries int
+	// SingleUprobes loads the uprobe programs for one link per site even
+	// where the kernel has uprobe_multi links (SetUprobeMode): for a
+	// caller that attaches them itself with link.Executable.Uprobe (the
+	// bench's trap cost).
+	SingleUprobes bool
 }
 
 // Binaries is --max-binaries, at most MaxBinaryEntries.

@@ -238,51 +238,69 @@ func open(t *testing.T, path string) *goinspect.Binary {
 }
 
 // The GC family's one row resolves and attaches on every binary shape and
-// Go version, one probe per binary; detaching and
-// re-adding a family leaves the binary as it was.
+// Go version, one probe per binary, with uprobe_multi links and with one
+// link per site; detaching and re-adding a family leaves the binary as it
+// was.
 func TestAttachGCFamily(t *testing.T) {
 	testenv.RequireRoot(t)
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
-	fam, err := gc.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fam.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	att, err := probes.NewAttacher(log, fam.Spec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer att.Close()
-	for _, shape := range fixturebuild.Shapes() {
-		t.Run(shape.Name, func(t *testing.T) {
-			b := open(t, fixturebuild.Build(t, "gcload", shape))
-			want := 1 // one site per binary: one trap per cycle
-			bin, err := att.Attach(b, shape.Name)
+	for _, mode := range []struct {
+		name  string
+		env   probes.Env
+		multi bool
+	}{
+		{name: "uprobe_multi", multi: true},
+		{name: "per-site", env: probes.Env{SingleUprobes: true}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			if mode.multi && !probes.UprobeMulti().Have {
+				t.Skip("kernel without uprobe_multi links (Linux 6.6)")
+			}
+			fam, err := gc.Load(mode.env)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if bin.Probes != want || len(bin.Errors) != 0 {
-				t.Errorf("attached %d probes (errors %v), want %d", bin.Probes, bin.Errors, want)
+			defer fam.Close()
+			if got := fam.Spec().Multi; got != mode.multi {
+				t.Fatalf("Spec().Multi = %v, want %v", got, mode.multi)
 			}
-			again, err := att.Attach(b, shape.Name)
-			if err != nil || again != bin {
-				t.Errorf("second Attach of the same inode = %p, %v; want the first attachment", again, err)
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			att, err := probes.NewAttacher(log, fam.Spec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer att.Close()
+			for _, shape := range fixturebuild.Shapes() {
+				t.Run(shape.Name, func(t *testing.T) {
+					b := open(t, fixturebuild.Build(t, "gcload", shape))
+					want := 1 // one site per binary: one trap per cycle
+					bin, err := att.Attach(b, shape.Name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if bin.Probes != want || len(bin.Errors) != 0 {
+						t.Errorf("attached %d probes (errors %v), want %d", bin.Probes, bin.Errors, want)
+					}
+					again, err := att.Attach(b, shape.Name)
+					if err != nil || again.ID != bin.ID || again.Probes != bin.Probes {
+						t.Errorf("second Attach of the same inode = %+v, %v; want the first attachment", again, err)
+					}
+				})
+			}
+			n := probeCount(att)
+			att.RemoveSpec(gc.Name)
+			if got := probeCount(att); got != 0 {
+				t.Errorf("%d probes left after RemoveSpec", got)
+			}
+			if err := att.AddSpec(fam.Spec()); err != nil {
+				t.Fatal(err)
+			}
+			if got := probeCount(att); got != n {
+				t.Errorf("%d probes after re-adding the family, want %d", got, n)
 			}
 		})
-	}
-	n := probeCount(att)
-	att.RemoveSpec(gc.Name)
-	if got := probeCount(att); got != 0 {
-		t.Errorf("%d probes left after RemoveSpec", got)
-	}
-	if err := att.AddSpec(fam.Spec()); err != nil {
-		t.Fatal(err)
-	}
-	if got := probeCount(att); got != n {
-		t.Errorf("%d probes after re-adding the family, want %d", got, n)
 	}
 }
 

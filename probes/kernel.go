@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -22,6 +23,7 @@ import (
 //	tp_btf programs                5.5     sched            sched cannot run
 //	bpf_get_attach_cookie          5.15    gc, mheaplock    per-probe constants from a map (gp_cookie)
 //	sched_switch prev_state arg    5.18    sched            prev->__state / ->state (CO-RE)
+//	uprobe_multi links             6.6     gc, mheaplock    one link per probe site (slower attach and stop)
 //
 // (* with CONFIG_DEBUG_INFO_BTF, as every distribution kernel has.)
 
@@ -29,6 +31,12 @@ import (
 // kernel without BPF attach cookies: for tests of the fallback on a kernel
 // that has them. Not a user setting.
 const NoCookiesEnv = "GOPULSE_NO_ATTACH_COOKIES"
+
+// NoUprobeMultiEnv, set to "1", makes the families load and attach as on
+// a kernel without uprobe_multi links (one link per probe site): for tests
+// and measurements of the fallback on a kernel that has them. Not a user
+// setting.
+const NoUprobeMultiEnv = "GOPULSE_NO_UPROBE_MULTI"
 
 // Feature is one kernel feature a family needs or falls back without.
 type Feature struct {
@@ -61,6 +69,22 @@ func AttachCookies() Feature {
 	return probeFeature("bpf_get_attach_cookie", "5.15", func() error {
 		return features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie)
 	})
+}
+
+// UprobeMulti probes BPF_TRACE_UPROBE_MULTI links (one link attaching a
+// program at many addresses of one file, each with its cookie), or
+// reports them missing when NoUprobeMultiEnv is set.
+func UprobeMulti() Feature {
+	if os.Getenv(NoUprobeMultiEnv) == "1" {
+		return Feature{Name: "uprobe_multi links", Since: "6.6"}
+	}
+	f := probeFeature("uprobe_multi links", "6.6", features.HaveBPFLinkUprobeMulti)
+	// A probe that fails otherwise than "not supported" (EOPNOTSUPP from a
+	// kernel built without CONFIG_UPROBES' multi links, say) means the
+	// same here: per-site links work wherever uprobes do, so the families
+	// run with them rather than not at all.
+	f.Err = nil
+	return f
 }
 
 // RingBuffer probes BPF_MAP_TYPE_RINGBUF.
@@ -144,4 +168,28 @@ func SetCookieMode(spec *ebpf.CollectionSpec) (bool, error) {
 		return false, fmt.Errorf("set gp_no_cookies: %w", err)
 	}
 	return f.Have, nil
+}
+
+// SetUprobeMode prepares a collection's uprobe programs (SEC "uprobe") for
+// uprobe_multi links where the kernel has them: the attach type is fixed
+// at load, so the same C source serves both kinds of link. It returns
+// whether they are (Spec.Multi). env.SingleUprobes keeps one link per
+// site, for a caller that attaches the programs itself.
+func SetUprobeMode(spec *ebpf.CollectionSpec, env Env) (bool, error) {
+	if env.SingleUprobes {
+		return false, nil
+	}
+	f := UprobeMulti()
+	if f.Err != nil {
+		return false, fmt.Errorf("probe %s: %w", f.Name, f.Err)
+	}
+	if !f.Have {
+		return false, nil
+	}
+	for _, p := range spec.Programs {
+		if p.Type == ebpf.Kprobe && (p.SectionName == "uprobe" || strings.HasPrefix(p.SectionName, "uprobe/")) {
+			p.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+	}
+	return true, nil
 }

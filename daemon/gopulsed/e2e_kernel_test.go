@@ -21,65 +21,130 @@ import (
 	"github.com/gopulse/gopulse/probes"
 )
 
-// Two daemons trace the same processes, one with attach cookies, one as on
-// a kernel without them (per-probe constants looked up in a map keyed by
-// the executable and the probe's offset): each cycle's figures, read by
-// both programs at the same probe hits, are identical, and the heap
-// figures (the ones that need the constants) are there. Every shape
-// (static, PIE, cgo: the code start differs) and toolchain.
-func TestNoAttachCookiesSameFigures(t *testing.T) {
-	withCookies := e2etest.StartDaemon(t, "--probes", "gc,mheaplock")
-	without := e2etest.StartDaemonEnv(t, []string{probes.NoCookiesEnv + "=1"}, "--probes", "gc,mheaplock")
+// Daemons trace the same processes, one with the host's kernel features
+// (attach cookies, uprobe_multi links) and others as on older kernels:
+// without attach cookies (per-probe constants looked up in a map keyed by
+// the executable and the probe's offset, which the program computes from
+// its ip: the same under a multi link), without uprobe_multi links (one
+// link per site), without either. Each cycle's figures, read by every
+// program at the same probe hits, are identical, and the heap figures (the
+// ones that need the constants) are there. Every shape (static, PIE, cgo:
+// the code start differs) and toolchain.
+func TestKernelFallbacksSameFigures(t *testing.T) {
+	ref := e2etest.StartDaemon(t, "--probes", "gc,mheaplock")
+	const cookieFallback, multiFallback = "bpf_get_attach_cookie", "uprobe_multi links"
+	fallbacks := []struct {
+		name  string
+		d     *e2etest.Daemon
+		named []string // the fallbacks status lists for gc and mheaplock
+	}{
+		{"no-cookies", e2etest.StartDaemonEnv(t, []string{probes.NoCookiesEnv + "=1"}, "--probes", "gc,mheaplock"),
+			[]string{cookieFallback}},
+		{"no-multi", e2etest.StartDaemonEnv(t, []string{probes.NoUprobeMultiEnv + "=1"}, "--probes", "gc,mheaplock"),
+			[]string{multiFallback}},
+		{"neither", e2etest.StartDaemonEnv(t, []string{probes.NoCookiesEnv + "=1", probes.NoUprobeMultiEnv + "=1"}, "--probes", "gc,mheaplock"),
+			[]string{cookieFallback, multiFallback}},
+	}
+	// Status's kernel_fallbacks name what each daemon runs without (the
+	// host's path: nothing).
+	t.Run("status", func(t *testing.T) {
+		check := func(name string, d *e2etest.Daemon, want []string) {
+			st, err := d.Client.Status(context.Background())
+			if err != nil {
+				t.Fatalf("%s: status: %v", name, err)
+			}
+			seen := 0
+			for _, f := range st.Families {
+				if f.Name != "gc" && f.Name != "mheaplock" {
+					continue
+				}
+				seen++
+				joined := strings.Join(f.KernelFallbacks, "; ")
+				if len(f.KernelFallbacks) != len(want) {
+					t.Errorf("%s, %s: kernel_fallbacks %q, want %d naming %q", name, f.Name, joined, len(want), want)
+				}
+				for _, w := range want {
+					if !strings.Contains(joined, w) {
+						t.Errorf("%s, %s: kernel_fallbacks %q do not name %s", name, f.Name, joined, w)
+					}
+				}
+			}
+			if seen != 2 {
+				t.Errorf("%s: %d of gc and mheaplock in status", name, seen)
+			}
+		}
+		check("host", ref, nil)
+		for _, fb := range fallbacks {
+			check(fb.name, fb.d, fb.named)
+		}
+	})
 	for _, shape := range fixturebuild.Shapes() {
 		t.Run(shape.Name, func(t *testing.T) {
 			bin := fixturebuild.Build(t, "gcload", shape)
-			e2etest.WarmUp(t, withCookies, bin)
-			e2etest.WarmUp(t, without, bin)
+			e2etest.WarmUp(t, ref, bin)
+			for _, fb := range fallbacks {
+				e2etest.WarmUp(t, fb.d, bin)
+			}
 			run := e2etest.RunFixture(t, bin, nil, workload...)
-			a := checkCycles(t, withCookies, run.PID, run.Final)
-			b := checkCycles(t, without, run.PID, run.Final)
-			if a.GCCycles != b.GCCycles || a.GCPauseSecondsTotal != b.GCPauseSecondsTotal {
-				t.Errorf("cookies: %d cycles, %gs paused; without: %d cycles, %gs paused", a.GCCycles, a.GCPauseSecondsTotal, b.GCCycles, b.GCPauseSecondsTotal)
-			}
-			ha, hb := history(t, withCookies, run.PID), history(t, without, run.PID)
-			if len(ha) != len(hb) {
-				t.Fatalf("cookies: %d cycles in the history, without: %d", len(ha), len(hb))
-			}
-			for i := range ha {
-				ca, cb := ha[i], hb[i]
-				if ca.Seq != cb.Seq || ca.HeapStartBytes != cb.HeapStartBytes || ca.HeapEndBytes != cb.HeapEndBytes ||
-					ca.AssistSeconds != cb.AssistSeconds || ca.PauseSeconds != cb.PauseSeconds {
-					t.Errorf("cycle %d: cookies %s; without %s", i, cycleFigures(ca), cycleFigures(cb))
+			a := checkCycles(t, ref, run.PID, run.Final)
+			ha := history(t, ref, run.PID)
+			for _, fb := range fallbacks {
+				b := checkCycles(t, fb.d, run.PID, run.Final)
+				if a.GCCycles != b.GCCycles || a.GCPauseSecondsTotal != b.GCPauseSecondsTotal {
+					t.Errorf("host: %d cycles, %gs paused; %s: %d cycles, %gs paused", a.GCCycles, a.GCPauseSecondsTotal, fb.name, b.GCCycles, b.GCPauseSecondsTotal)
 				}
-				if ca.HeapStartBytes == 0 || ca.HeapEndBytes == 0 {
-					t.Errorf("cycle %d: no heap figures: %s", ca.Seq, cycleFigures(ca))
+				hb := history(t, fb.d, run.PID)
+				if len(ha) != len(hb) {
+					t.Fatalf("host: %d cycles in the history, %s: %d", len(ha), fb.name, len(hb))
 				}
-			}
-			if n := len(hb); n > 0 {
-				t.Logf("%d cycles identical; last: %s", n, cycleFigures(hb[n-1]))
+				for i := range ha {
+					ca, cb := ha[i], hb[i]
+					if ca.Seq != cb.Seq || ca.HeapStartBytes != cb.HeapStartBytes || ca.HeapEndBytes != cb.HeapEndBytes ||
+						ca.AssistSeconds != cb.AssistSeconds || ca.PauseSeconds != cb.PauseSeconds {
+						t.Errorf("cycle %d: host %s; %s %s", i, cycleFigures(ca), fb.name, cycleFigures(cb))
+					}
+					if cb.HeapStartBytes == 0 || cb.HeapEndBytes == 0 {
+						t.Errorf("%s, cycle %d: no heap figures: %s", fb.name, cb.Seq, cycleFigures(cb))
+					}
+				}
+				if n := len(hb); n > 0 {
+					t.Logf("%s: %d cycles identical; last: %s", fb.name, n, cycleFigures(hb[n-1]))
+				}
 			}
 		})
 	}
 	// The heaplock fixture: the mheaplock site's register and displacement
-	// come from the map too; a wrong one would count no mheap_.lock
-	// contention at all.
+	// come from the link's cookie or the map; a wrong one would count no
+	// mheap_.lock contention at all.
 	t.Run("mheaplock", func(t *testing.T) {
 		bin := fixturebuild.Build(t, "heaplock", fixturebuild.Shapes()[0])
-		gate := func(pid int) { waitTracked(t, withCookies, bin)(pid); waitTracked(t, without, bin)(pid) }
+		gate := func(pid int) {
+			waitTracked(t, ref, bin)(pid)
+			for _, fb := range fallbacks {
+				waitTracked(t, fb.d, bin)(pid)
+			}
+		}
 		r := runKV(t, bin, gate, "-workers", "16", "-iters", "1000")
 		time.Sleep(1500 * time.Millisecond)
-		pa, _ := withCookies.Process(t, r.pid)
-		pb, _ := without.Process(t, r.pid)
-		if pa.MheapLock == nil || pb.MheapLock == nil {
-			t.Fatalf("mheap lock figures: cookies %v, without %v", pa.MheapLock, pb.MheapLock)
+		pa, _ := ref.Process(t, r.pid)
+		if pa.MheapLock == nil {
+			t.Fatalf("no mheap lock figures on the host's path")
 		}
-		a, b := *pa.MheapLock, *pb.MheapLock
-		t.Logf("cookies: %d contended, %d other; without: %d contended, %d other", a.Contended, a.OtherContended, b.Contended, b.OtherContended)
-		if a.Contended != b.Contended || a.OtherContended != b.OtherContended {
-			t.Errorf("contended acquisitions differ")
-		}
-		if b.Contended == 0 {
-			t.Errorf("no mheap_.lock contention seen without cookies")
+		a := *pa.MheapLock
+		for _, fb := range fallbacks {
+			pb, _ := fb.d.Process(t, r.pid)
+			if pb.MheapLock == nil {
+				t.Errorf("%s: no mheap lock figures", fb.name)
+				continue
+			}
+			b := *pb.MheapLock
+			t.Logf("host: %d contended, %d other; %s: %d contended, %d other", a.Contended, a.OtherContended, fb.name, b.Contended, b.OtherContended)
+			if a.Contended != b.Contended || a.OtherContended != b.OtherContended {
+				t.Errorf("%s: contended acquisitions differ", fb.name)
+			}
+			if b.Contended == 0 {
+				t.Errorf("%s: no mheap_.lock contention seen", fb.name)
+			}
 		}
 	})
 }
@@ -104,17 +169,20 @@ func cycleFigures(c api.GCCycle) string {
 }
 
 // --check-kernel on the host: every family runs, with no fallback; as on a
-// kernel without attach cookies, gc and mheaplock name the fallback.
+// kernel without attach cookies or without uprobe_multi links, gc and
+// mheaplock name the fallback.
 func TestCheckKernel(t *testing.T) {
 	testenv.RequireRoot(t)
 	bin := e2etest.DaemonBinary(t)
 	for _, c := range []struct {
-		name     string
-		env      []string
-		fallback bool
+		name    string
+		env     []string
+		cookies bool // the attach cookie fallback is named
+		multi   bool // the uprobe_multi fallback is named
 	}{
 		{name: "host"},
-		{name: "no-cookies", env: []string{probes.NoCookiesEnv + "=1"}, fallback: true},
+		{name: "no-cookies", env: []string{probes.NoCookiesEnv + "=1"}, cookies: true},
+		{name: "no-multi", env: []string{probes.NoUprobeMultiEnv + "=1"}, multi: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(bin, "--check-kernel", "--probes", "all")
@@ -128,8 +196,13 @@ func TestCheckKernel(t *testing.T) {
 					t.Errorf("%s does not run:\n%s", fam, out)
 				}
 			}
-			if got := strings.Count(string(out), "without bpf_get_attach_cookie"); c.fallback && got != 2 || !c.fallback && got != 0 {
-				t.Errorf("%d families name the attach cookie fallback:\n%s", got, out)
+			for _, fb := range []struct {
+				text string
+				want bool
+			}{{"without bpf_get_attach_cookie", c.cookies}, {"without uprobe_multi links", c.multi}} {
+				if got := strings.Count(string(out), fb.text); fb.want && got != 2 || !fb.want && got != 0 {
+					t.Errorf("%d families name %q:\n%s", got, fb.text, out)
+				}
 			}
 			t.Logf("\n%s", out)
 		})

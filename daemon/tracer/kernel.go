@@ -19,6 +19,8 @@ var (
 	needRingBuffer = need{probe: probes.RingBuffer}
 	needCookies    = need{probe: probes.AttachCookies,
 		fallback: "per-probe constants looked up in a map keyed by the binary and the probe's offset"}
+	needUprobeMulti = need{probe: probes.UprobeMulti,
+		fallback: "one uprobe link per probe site (attach and stop take longer: each link's detach waits for the kernel, one after the other)"}
 )
 
 // KernelFit is how one family fits the running kernel, from feature

@@ -19,14 +19,14 @@ import (
 // here and one in probes/catalog (TestRegistryMatchesCatalog); adding a
 // figure to a family touches no row.
 var registry = map[string]familyDef{
-	catalog.GC:      row(gc.Load, (*aggregate.Aggregator).GC, needRingBuffer, needCookies),
+	catalog.GC:      row(gc.Load, (*aggregate.Aggregator).GC, needRingBuffer, needCookies, needUprobeMulti),
 	catalog.Madvise: row(madvise.Load, (*aggregate.Aggregator).Madvise, needRingBuffer),
 	// Scheduler BTF tracepoints only: no trap in the traced programs.
 	catalog.Sched: row(sched.Load, (*aggregate.Aggregator).Sched,
 		need{probe: probes.TracingPrograms},
 		need{probe: probes.SchedSwitchPrevState,
 			fallback: "the switched-out task's state read at the switch (a thread woken meanwhile counts as preempted)"}),
-	catalog.MheapLock: row(mheaplock.Load, (*aggregate.Aggregator).MheapLock, needCookies),
+	catalog.MheapLock: row(mheaplock.Load, (*aggregate.Aggregator).MheapLock, needCookies, needUprobeMulti),
 }
 
 // family is a loaded probe family as the tracer drives it.

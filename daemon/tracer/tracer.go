@@ -151,6 +151,13 @@ func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, erro
 
 // Close detaches and unloads everything.
 func (t *Tracer) Close() {
+	// Every link of every family at once first, then the families (their
+	// RemoveSpec finds nothing left): family by family, the detaches
+	// queued one grace period after another (measured: 4.5 to 20 s to stop
+	// with --probes all and tens of binaries, one link per site).
+	if t.att != nil {
+		t.att.Close()
+	}
 	t.famMu.Lock()
 	for name := range t.fams {
 		_ = t.stopFamily(name)
@@ -159,9 +166,6 @@ func (t *Tracer) Close() {
 	for id, j := range t.pending {
 		j.o.f.Close()
 		delete(t.pending, id)
-	}
-	if t.att != nil {
-		t.att.Close()
 	}
 	if t.mods != nil {
 		t.mods.close()

@@ -75,6 +75,8 @@ type Family struct {
 	// oldest layout evicted to make room (user space evicts, the kernel
 	// never does) is one whose binary is long gone.
 	maxLayouts int
+	// multi: the uprobe program is loaded for uprobe_multi links.
+	multi bool
 }
 
 // bin is what the family learns of a binary once.
@@ -117,6 +119,9 @@ func Load(env probes.Env) (*Family, error) {
 	if err := probes.SetShares(spec, f.ringBytes, RecordBytes); err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
+	if f.multi, err = probes.SetUprobeMode(spec, env); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load gc programs: %w", err)
 	}
@@ -142,6 +147,7 @@ func (f *Family) Spec() probes.Spec {
 	return probes.Spec{
 		Family:    Name,
 		CookieMap: cookieMap,
+		Multi:     f.multi,
 		Uprobes: []probes.Uprobe{
 			{Symbol: "runtime.gcMarkTermination", Entry: f.objs.GcCycle, Sites: f.site},
 		},

@@ -46,6 +46,8 @@ type Family struct {
 	cookies bool
 	// untracked counts processes Track could not add: lock_procs full.
 	untracked atomic.Uint64
+	// multi: the uprobe program is loaded for uprobe_multi links.
+	multi bool
 }
 
 type binFacts struct {
@@ -71,6 +73,9 @@ func Load(env probes.Env) (*Family, error) {
 	if err := probes.SetMaxEntries(spec, map[string]uint32{"lock_procs": env.Procs(), "lock_waits": env.Threads()}); err != nil {
 		return nil, fmt.Errorf("mheaplock: %w", err)
 	}
+	if f.multi, err = probes.SetUprobeMode(spec, env); err != nil {
+		return nil, fmt.Errorf("mheaplock: %w", err)
+	}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load mheaplock programs: %w", err)
 	}
@@ -88,6 +93,7 @@ func (f *Family) Spec() probes.Spec {
 	return probes.Spec{
 		Family:    Name,
 		CookieMap: cookieMap,
+		Multi:     f.multi,
 		Uprobes: []probes.Uprobe{{
 			Symbol: "runtime.lock2", Entry: f.objs.LockSleep, Sites: SleepSites,
 			When: func(fa probes.Facts) bool { return fa.SpinbitMutex },

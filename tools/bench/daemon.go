@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,11 +61,23 @@ type benchDaemon struct {
 // startDaemon starts gopulsed with --probes setting and returns once its
 // API answers; that is not yet "probes attached" (see waitAttached).
 func (e *env) startDaemon(ctx context.Context, setting string) (*benchDaemon, error) {
-	sock := filepath.Join(e.dir, "gopulse.sock")
 	// Errors only: the tables go to stdout, the daemon's notes would
 	// interleave with them on a terminal.
-	cmd := exec.Command(e.daemon, "--config", e.config, "--socket", sock, "--prometheus-listen", "", "--log-level", "error", "--probes", setting)
-	cmd.Stderr = os.Stderr
+	return e.startDaemonWith(ctx, setting, daemonOpts{logLevel: "error", logFormat: "auto", stderr: os.Stderr})
+}
+
+// daemonOpts are what a measurement may change in how the daemon runs.
+type daemonOpts struct {
+	logLevel, logFormat string    // --log-level, --log-format
+	stderr              io.Writer // its log
+	env                 []string  // extra environment, KEY=VALUE
+}
+
+func (e *env) startDaemonWith(ctx context.Context, setting string, o daemonOpts) (*benchDaemon, error) {
+	sock := filepath.Join(e.dir, "gopulse.sock")
+	cmd := exec.Command(e.daemon, "--config", e.config, "--socket", sock, "--prometheus-listen", "",
+		"--log-level", o.logLevel, "--log-format", o.logFormat, "--probes", setting)
+	cmd.Stderr = o.stderr
 	// Nothing from the host's configuration (an installed
 	// /etc/gopulse/gopulse.yaml, OTEL_* export settings) changes what the
 	// bench's daemon does.
@@ -74,6 +87,7 @@ func (e *env) startDaemon(ctx context.Context, setting string) (*benchDaemon, er
 		}
 	}
 	cmd.Env = append(cmd.Env, "GOPULSE_TRAP_COST_NS=10000") // no self-measurement per start
+	cmd.Env = append(cmd.Env, o.env...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start gopulsed --probes %s: %w", setting, err)
 	}

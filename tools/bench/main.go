@@ -35,6 +35,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/gopulse/gopulse/probes"
 	"github.com/gopulse/gopulse/probes/gc"
 )
 
@@ -56,6 +57,7 @@ type options struct {
 	workloads         string // comma list of workload keys, or "all"
 	settings          string // comma list of --probes settings, or "all"
 	footprint         bool
+	attachRounds      int
 }
 
 func main() {
@@ -65,6 +67,7 @@ func main() {
 	flag.StringVar(&o.workloads, "workloads", "all", "comma list of workloads to run: alloc, storm (GC table), pingpong, heaplock (family tables; alloc is in both)")
 	flag.StringVar(&o.settings, "settings", "all", "comma list of --probes settings for the family tables: "+strings.Join(famSettings, ", "))
 	flag.BoolVar(&o.footprint, "footprint", true, "measure the daemon's own CPU and RSS tracing 50 processes (about 15 s)")
+	flag.IntVar(&o.attachRounds, "attach-rounds", 5, "daemons started to measure attach latency (1 and 50 never-seen binaries) and stop time, per kind of uprobe link (0: skip)")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -146,6 +149,11 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.footprint {
 		if err := e.daemonFootprint(ctx, bins["gcload"], 50); err != nil {
+			return err
+		}
+	}
+	if o.attachRounds > 0 {
+		if err := e.attachAndStop(ctx, bins["gcload"], o.attachRounds, 50); err != nil {
 			return err
 		}
 	}
@@ -238,7 +246,8 @@ func enableStats() (func(), error) {
 // trapCost times a trivial Go function with and without a uprobe running
 // the GC family's cheapest program, alternating.
 func trapCost(bin string) (perHitNs, bpfNs float64, err error) {
-	fam, err := gc.New()
+	// Loaded for one link per site: the uprobe below is a plain one.
+	fam, err := gc.Load(probes.Env{SingleUprobes: true})
 	if err != nil {
 		return 0, 0, fmt.Errorf("load the GC family: %w", err)
 	}
