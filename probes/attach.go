@@ -135,7 +135,12 @@ type Attacher struct {
 	global   map[string][]link.Link
 	binaries map[goinspect.FileID]*Binary
 	pending  map[goinspect.FileID]*attaching // binaries being attached
-	closed   bool
+	// detaching: binaries whose links are being closed. They are still
+	// listed: "no probes" must mean none is left in the kernel (a process
+	// started from a rewritten file while a detach is under way, ~250 ms,
+	// still traps at the old offsets).
+	detaching map[goinspect.FileID]*Binary
+	closed    bool
 }
 
 // attaching is an attach in flight: the binary's ID is reserved, and a
@@ -152,7 +157,7 @@ var ErrClosed = errors.New("attacher closed")
 
 // NewAttacher attaches the specs' tracepoints; uprobes come per binary.
 func NewAttacher(log *slog.Logger, specs ...Spec) (*Attacher, error) {
-	a := &Attacher{log: log, global: map[string][]link.Link{}, binaries: map[goinspect.FileID]*Binary{},
+	a := &Attacher{log: log, global: map[string][]link.Link{}, binaries: map[goinspect.FileID]*Binary{}, detaching: map[goinspect.FileID]*Binary{},
 		pending: map[goinspect.FileID]*attaching{}}
 	for _, s := range specs {
 		if err := a.AddSpec(s); err != nil {
@@ -600,9 +605,17 @@ func (a *Attacher) Detach(id goinspect.FileID) {
 	}
 	b, ok := a.binaries[id]
 	delete(a.binaries, id)
+	if ok {
+		a.detaching[id] = b
+	}
 	a.mu.Unlock()
 	if ok {
 		b.close()
+		a.mu.Lock()
+		if a.detaching[id] == b {
+			delete(a.detaching, id)
+		}
+		a.mu.Unlock()
 	}
 }
 
@@ -638,8 +651,16 @@ func (b *Binary) snapshot() *Binary {
 func (a *Attacher) Binaries() []Binary {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]Binary, 0, len(a.binaries))
+	out := make([]Binary, 0, len(a.binaries)+len(a.detaching))
 	for _, b := range a.binaries {
+		c := b.snapshot()
+		c.file = nil
+		out = append(out, *c)
+	}
+	for id, b := range a.detaching {
+		if _, again := a.binaries[id]; again {
+			continue
+		}
 		c := b.snapshot()
 		c.file = nil
 		out = append(out, *c)

@@ -51,8 +51,11 @@ func TestSaturation(t *testing.T) {
 
 	var peak hwm
 	stop := make(chan struct{})
+	var stopOnce sync.Once
 	var sampler sync.WaitGroup
 	sampler.Go(func() { peak.sample(t, d.Cmd.Process.Pid, stop) })
+	// Also when the test fails: the sampler must not outlive it.
+	t.Cleanup(func() { stopOnce.Do(func() { close(stop) }); sampler.Wait() })
 
 	rate := strconv.FormatFloat(totalGCs/procs, 'f', 3, 64)
 	fixtures := make([]*e2etest.Fixture, procs)
@@ -101,7 +104,7 @@ func TestSaturation(t *testing.T) {
 		}
 		return true
 	})
-	close(stop)
+	stopOnce.Do(func() { close(stop) })
 	sampler.Wait()
 	st, err := d.Client.Status(context.Background())
 	if err != nil {
