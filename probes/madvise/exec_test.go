@@ -2,9 +2,7 @@ package madvise
 
 import (
 	"bufio"
-	"io"
 	"log/slog"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -38,25 +36,19 @@ func TestTotalsResetAtExec(t *testing.T) {
 	defer att.Close()
 
 	// A shell that waits, then becomes memfree.
-	cmd := exec.Command("/bin/sh", "-c", "read x; exec "+memfree+" -mb 8")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	pid := uint32(cmd.Process.Pid)
+	later := testenv.ExecLater(t, memfree, "-mb", "8")
+	pid := uint32(later.PID)
 	f.Track(pid)
 	var planted madviseMadvTotals
 	planted.Calls[AdvDontNeed], planted.Bytes[AdvDontNeed], planted.Errors = 1_000_000, 1<<40, 7
 	if err := f.objs.MadvProcs.Update(pid, &planted, ebpf.UpdateExist); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = io.WriteString(stdin, "\n")
-	sc := bufio.NewScanner(stdout)
+	later.Exec()
+	sc := bufio.NewScanner(later.Stdout)
 	for sc.Scan() && !strings.HasPrefix(sc.Text(), "freed") {
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := later.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	// Untracked (Forget is the tracer's, after the exit): the entry stands.

@@ -1,9 +1,7 @@
 package mheaplock
 
 import (
-	"io"
 	"log/slog"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -35,21 +33,15 @@ func TestEntryDroppedAtExec(t *testing.T) {
 	}
 	defer att.Close()
 
-	cmd := exec.Command("/bin/sh", "-c", "read x; exec "+gcload+" -wait -gcloop 1")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	pid := uint32(cmd.Process.Pid)
+	later := testenv.ExecLater(t, gcload, "-wait", "-gcloop", "1")
+	pid := uint32(later.PID)
 	planted := Proc{MheapAddr: 0xdead000, Contended: 1 << 30, WaitNs: 1 << 50}
 	if err := f.objs.LockProcs.Update(pid, &planted, ebpf.UpdateNoExist); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = io.WriteString(stdin, "\n")
+	later.Exec()
 	buf := make([]byte, 64)
-	_, _ = stdout.Read(buf) // "ready": the new program runs
+	_, _ = later.Stdout.Read(buf) // "ready": the new program runs
 	if _, ok := f.Lookup(pid); ok {
 		t.Errorf("the previous program's entry survived its exec")
 	}
@@ -69,5 +61,5 @@ func TestEntryDroppedAtExec(t *testing.T) {
 	if !ok || p.MheapAddr == planted.MheapAddr || p.Contended >= planted.Contended {
 		t.Errorf("the new program's entry: %+v, %v", p, ok)
 	}
-	_, _ = io.WriteString(stdin, "\n")
+	later.Exec()
 }

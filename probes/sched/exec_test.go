@@ -1,9 +1,7 @@
 package sched
 
 import (
-	"io"
 	"log/slog"
-	"os/exec"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -34,20 +32,15 @@ func TestTotalsResetAtExec(t *testing.T) {
 	}
 	defer att.Close()
 
-	cmd := exec.Command("/bin/sh", "-c", "read x; exec "+gcload+" -gcloop 20")
-	stdin, _ := cmd.StdinPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	pid := uint32(cmd.Process.Pid)
+	later := testenv.ExecLater(t, gcload, "-gcloop", "20")
+	pid := uint32(later.PID)
 	f.Track(pid)
 	planted := Proc{OnCpuNs: 1 << 50, OffCpuNs: 1 << 50, Voluntary: 1 << 30, Involuntary: 1 << 30, Threads: 1000}
 	if err := f.objs.SchedProcs.Update(pid, &planted, ebpf.UpdateExist); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = io.WriteString(stdin, "\n")
-	if err := cmd.Wait(); err != nil {
+	later.Exec()
+	if err := later.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	p, ok := f.Lookup(pid)
