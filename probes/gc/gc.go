@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -46,10 +47,12 @@ const (
 // Family owns the loaded GC program, its ring buffer, the per-binary
 // layouts the program copies, and a books reader per tracked process.
 type Family struct {
-	objs  gcObjects
-	ring  *probes.Ring[gcGcRecord]
-	every time.Duration
-	bins  probes.PerBinary[bin]
+	objs gcObjects
+	ring *probes.Ring[gcGcRecord]
+	// reading: Read's ring reader runs, so Poll can drain the ring.
+	reading atomic.Bool
+	every   time.Duration
+	bins    probes.PerBinary[bin]
 
 	mu      sync.Mutex
 	layouts map[goinspect.FileID]uint32 // binary → gc_layouts key
@@ -440,6 +443,8 @@ func (f *Family) Read(ctx context.Context, fn func(Event)) error {
 			}
 		}
 	}()
+	f.reading.Store(true)
+	defer f.reading.Store(false)
 	err := f.ring.Read(ctx, func(rec *gcGcRecord) {
 		if ev, ok := f.decode(rec); ok {
 			deliver(ev)
@@ -474,6 +479,20 @@ func (f *Family) Poll(fn func(Event)) {
 		readers[pid] = r
 	}
 	f.mu.Unlock()
+	fill := false
+	for _, r := range readers {
+		fill = fill || r.last > r.filled
+	}
+	if fill && f.reading.Load() {
+		// Cycles are about to be filled in from the pause rings: their
+		// records, if any, must be in first. A record submitted without a
+		// wakeup waits up to a reader's poll period (probes.PollEvery), as
+		// long as this poll's: without this drain, a follower was once
+		// handed a ring line for a cycle whose record was still in the ring.
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		_ = f.ring.Drain(ctx)
+		cancel()
+	}
 	for pid, r := range readers {
 		s, err := r.r.Read()
 		switch {
