@@ -239,13 +239,6 @@ func (a *Aggregator) Running() []int {
 	return pids
 }
 
-// Remove forgets a process at once (e.g. it exec'd another program).
-func (a *Aggregator) Remove(pid int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.procs, pid)
-}
-
 // NewProgram forgets what pid ran before an exec: the entry the tracer
 // identified (Register) belongs to the previous program, or to the
 // process that had the PID before. An entry made by probe events alone is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -296,7 +297,7 @@ type rateLogState struct {
 
 const rateLogEvery = 10 * time.Second
 
-func (r *rateLog) warn(log interface{ Warn(string, ...any) }, msg string, args ...any) {
+func (r *rateLog) warn(log *slog.Logger, msg string, args ...any) {
 	r.mu.Lock()
 	if r.by == nil {
 		r.by = map[string]*rateLogState{}

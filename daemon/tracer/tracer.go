@@ -6,6 +6,7 @@ package tracer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -96,7 +97,8 @@ type Tracer struct {
 	latencies []float64             // last attach latencies, seconds
 	refused   []api.BinaryStatus    // last binaries refused, and why
 
-	cost costMeter
+	cost   costMeter
+	procFS procfs.FS // cfg.ProcRoot, for start times
 
 	// New binaries wait here for the inspection workers (inspect.go);
 	// pending is the event loop's own.
@@ -129,6 +131,9 @@ func New(log *slog.Logger, cfg Config, agg *aggregate.Aggregator) (*Tracer, erro
 		results: make(chan inspectResult, inspectQueue+inspectWorkers),
 	}
 	var err error
+	if t.procFS, err = procfs.NewFS(cfg.ProcRoot); err != nil {
+		return nil, fmt.Errorf("procfs at %s: %w", cfg.ProcRoot, err)
+	}
 	if t.disc, err = discovery.New(); err != nil {
 		return nil, err
 	}
@@ -333,7 +338,7 @@ func (t *Tracer) track(pid int, exec *discovery.Event) {
 	}
 	w := waiter{pid: pid, exec: exec, name: o.name, gone: o.gone, uid: o.uid}
 	if !o.gone {
-		w.start = procStart(t.cfg.ProcRoot, pid)
+		w.start = procStart(t.procFS, pid)
 	}
 	t.mu.Lock()
 	_, skip := t.notGo[o.key]
@@ -461,7 +466,7 @@ func (t *Tracer) inspected(r inspectResult) {
 		// It waited: it may have exited, exec'd again or its PID been
 		// reused meanwhile.
 		if !w.gone {
-			switch now := procStart(t.cfg.ProcRoot, w.pid); {
+			switch now := procStart(t.procFS, w.pid); {
 			case now.IsZero():
 				w.gone = true
 			case !now.Equal(w.start):
@@ -544,11 +549,7 @@ func (t *Tracer) userProcesses(uid uint32, pid int) int {
 
 // procStart is the process's start time (zero once it is gone): with the
 // PID, what identifies a process.
-func procStart(procRoot string, pid int) time.Time {
-	fs, err := procfs.NewFS(procRoot)
-	if err != nil {
-		return time.Time{}
-	}
+func procStart(fs procfs.FS, pid int) time.Time {
 	p, err := fs.Proc(pid)
 	if err != nil {
 		return time.Time{}
@@ -609,13 +610,6 @@ func (t *Tracer) skip(key fileKey) {
 		clear(t.notGo) // bounded; a few re-inspections are cheap
 	}
 	t.notGo[key] = struct{}{}
-}
-
-// forget drops a process now: aggregator, kernel-side state, and the
-// binary's probes once no process of it is left.
-func (t *Tracer) forget(pid int) {
-	t.agg.Remove(pid)
-	t.release(pid)
 }
 
 func (t *Tracer) release(pid int) {
