@@ -97,7 +97,7 @@ func TestAttachConcurrent(t *testing.T) {
 	for _, mode := range linkModes {
 		t.Run(mode.name, func(t *testing.T) {
 			if mode.multi && !probes.UprobeMulti().Have {
-				t.Skip("kernel without uprobe_multi links (Linux 6.6)")
+				testenv.Unavailable(t, "kernel without uprobe_multi links (Linux 6.6)")
 			}
 			gcf, err := gc.Load(mode.env)
 			if err != nil {
@@ -229,7 +229,7 @@ func TestAttachSiteCap(t *testing.T) {
 	for _, mode := range linkModes {
 		t.Run(mode.name, func(t *testing.T) {
 			if mode.multi && !probes.UprobeMulti().Have {
-				t.Skip("kernel without uprobe_multi links (Linux 6.6)")
+				testenv.Unavailable(t, "kernel without uprobe_multi links (Linux 6.6)")
 			}
 			gcf, err := gc.Load(mode.env)
 			if err != nil {
@@ -288,7 +288,7 @@ func TestSiteCookies(t *testing.T) {
 	for _, mode := range linkModes {
 		t.Run(mode.name, func(t *testing.T) {
 			if mode.multi && !probes.UprobeMulti().Have {
-				t.Skip("kernel without uprobe_multi links (Linux 6.6)")
+				testenv.Unavailable(t, "kernel without uprobe_multi links (Linux 6.6)")
 			}
 			seen, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 8, MaxEntries: 64})
 			if err != nil {

@@ -256,7 +256,7 @@ func TestAttachGCFamily(t *testing.T) {
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			if mode.multi && !probes.UprobeMulti().Have {
-				t.Skip("kernel without uprobe_multi links (Linux 6.6)")
+				testenv.Unavailable(t, "kernel without uprobe_multi links (Linux 6.6)")
 			}
 			fam, err := gc.Load(mode.env)
 			if err != nil {
